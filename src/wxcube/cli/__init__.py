@@ -73,8 +73,8 @@ def settings(ctx: click.Context) -> Settings:
     return s
 
 
-from . import data, serve, spark  # noqa: E402  (register the commands)
+from . import admin, data, serve, spark  # noqa: E402  (register the commands)
 
-for _mod in (data, serve, spark):
+for _mod in (data, serve, spark, admin):
     for _cmd in _mod.COMMANDS:
         main.add_command(_cmd)
