@@ -63,6 +63,18 @@ SETTINGS: tuple[Setting, ...] = (
         "Most visits in one POST /wxcube/v1/visits (45002 beyond).",
     ),
     Setting("request_timeout", "WXCUBE_REQUEST_TIMEOUT", 30.0, "Seconds before a request fails."),
+    Setting(
+        "quotas",
+        "WXCUBE_QUOTAS",
+        None,
+        "Per-app quota overrides: APPID=MINUTE/DAILY[,APPID=MINUTE/DAILY...].",
+    ),
+    Setting(
+        "access_log",
+        "WXCUBE_ACCESS_LOG",
+        True,
+        "Write one JSON access-log line per request (with its rid) to stderr.",
+    ),
 )
 
 
@@ -79,6 +91,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch: int = 100_000
     request_timeout: float = 30.0
+    quotas: str | None = None
+    access_log: bool = True
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -89,7 +103,14 @@ class Settings:
             if s.env in env and env[s.env] != "":
                 raw = env[s.env]
                 t = types[s.name]
-                values[s.name] = int(raw) if t == "int" else float(raw) if t == "float" else raw
+                if t == "int":
+                    values[s.name] = int(raw)
+                elif t == "float":
+                    values[s.name] = float(raw)
+                elif t == "bool":
+                    values[s.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+                else:
+                    values[s.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

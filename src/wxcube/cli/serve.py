@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import click
 
+from ..settings import SETTINGS, Settings
 from . import handle_errors, settings
 
 DEMO_NAME = "demo"
@@ -38,35 +40,116 @@ def build_demo(db: str, as_of: str | None) -> tuple[str, str, str]:
     return app.appid, secret, app.timezone
 
 
+def run_server(s: Settings) -> None:
+    """Serve ``s`` with granian: one worker process owns the store (SIGTERM/SIGINT: graceful).
+
+    The worker builds its settings with ``Settings.from_env``, so every setting is exported.
+    """
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    from ..store import Store
+
+    Store(s.db).close()  # fail here, plainly, if another process holds the file
+    for st in SETTINGS:
+        value = getattr(s, st.name)
+        if value is None:
+            os.environ.pop(st.env, None)
+        else:
+            os.environ[st.env] = str(value).lower() if isinstance(value, bool) else str(value)
+    Server(
+        "wxcube.server:app_from_env",
+        address=s.host,
+        port=s.port,
+        interface=Interfaces.ASGI,
+        workers=1,
+        factory=True,
+        log_access=False,
+        backlog=2048,
+    ).serve()
+
+
+@click.command("serve")
+@click.option(
+    "--host", default=None, help="Address to listen on [default 127.0.0.1; env WXCUBE_HOST]."
+)
+@click.option("--port", type=int, default=None, help="Port [default 8000; env WXCUBE_PORT].")
+@click.pass_context
+@handle_errors
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the WeChat-compatible API, the wxcube extensions and the dashboard.
+
+    \b
+    One process owns the database: while it runs, use the store commands with --url
+    (`wxcube retain ... --url http://HOST:PORT --secret S`; `wxcube app ... --url` with
+    WXCUBE_ADMIN_KEY). SIGTERM or Ctrl-C stops it gracefully.
+    """
+    s = settings(ctx).replace(**{k: v for k, v in (("host", host), ("port", port)) if v})
+    click.echo(
+        f"wxcube serving {s.db} on http://{s.host}:{s.port}  "
+        f"(dashboard: http://{s.host}:{s.port}/dashboard)",
+        err=True,
+    )
+    run_server(s)
+
+
 @click.command("demo")
 @click.option("--port", default=8000, show_default=True, help="Port to serve on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
 @click.pass_context
 @handle_errors
 def demo(ctx: click.Context, port: int, host: str) -> None:
-    """Create a demo app with a realistic year of visits ending yesterday, then show it."""
-    from ..periods import MONTH, WEEK, fmt
-    from ..retention import sql_retain
+    """Create a demo app with a realistic year of visits ending yesterday, then serve it."""
+    from ..periods import DAY, MONTH, WEEK, fmt
     from ..settings import as_of_day
-    from ..store import Store
 
-    s = settings(ctx)
+    s = settings(ctx).replace(host=host, port=port)
+    click.echo(f"building the demo app in {s.db} (a year of visits) ...", err=True)
     appid, secret, tz = build_demo(s.db, s.as_of)
     as_of = as_of_day(s.as_of, tz)
-    click.echo(f"demo app ready in {s.db}\n  appid:  {appid}\n  secret: {secret}\n")
-    with Store(s.db, read_only=False) as store:
-        for kind, n in ((WEEK, 6), (MONTH, 4)):
-            last = kind.shift(kind.start_of(as_of), -1)
-            if kind.end(kind.start_of(as_of)) <= as_of:
-                last = kind.start_of(as_of)
-            rows = [
-                sql_retain(store.read(), appid, kind, kind.shift(last, -i), as_of).as_dict()
-                for i in range(n - 1, -1, -1)
-            ]
-            from .data import _tables
+    base = f"http://{host}:{port}"
+    day = fmt(as_of)
+    week = WEEK.shift(WEEK.start_of(as_of), -1)
+    month = MONTH.shift(MONTH.start_of(as_of), -1)
+    tok = (
+        f'TOKEN=$(curl -s "{base}/cgi-bin/token?grant_type=client_credential'
+        f'&appid={appid}&secret={secret}" | python3 -c '
+        "\"import sys, json; print(json.load(sys.stdin)['access_token'])\")"
+    )
+    lines = [
+        f"demo app ready in {s.db}",
+        f"  appid:  {appid}",
+        f"  secret: {secret}",
+        "",
+        "curl (get a token, then ask WeChat's datacube API, now served locally):",
+        f"  {tok}",
+        f'  curl -s -X POST "{base}{DAY.path}?access_token=$TOKEN" '
+        f'-d \'{{"begin_date":"{day}","end_date":"{day}"}}\'',
+        f'  curl -s -X POST "{base}{WEEK.path}?access_token=$TOKEN" '
+        f'-d \'{{"begin_date":"{fmt(week)}","end_date":"{fmt(WEEK.end(week))}"}}\'',
+        f'  curl -s -X POST "{base}{MONTH.path}?access_token=$TOKEN" '
+        f'-d \'{{"begin_date":"{fmt(month)}","end_date":"{fmt(MONTH.end(month))}"}}\'',
+        f'  curl -s -X POST "{base}/cgi-bin/stable_token" '
+        f'-d \'{{"grant_type":"client_credential","appid":"{appid}","secret":"{secret}"}}\'',
+        f'  curl -s "{base}/wxcube/v1/info?access_token=$TOKEN"',
+        f'  curl -s -X POST "{base}/wxcube/v1/retain?access_token=$TOKEN" '
+        f'-d \'{{"kind":"week","begin_date":"{fmt(WEEK.shift(week, -3))}","end_date":"{day}"}}\'',
+        f'  curl -s -X POST "{base}/wxcube/v1/visits?access_token=$TOKEN" '
+        f'-d \'{{"visits":[{{"openid":"o-new-user",'
+        f'"ts":"{day[:4]}-{day[4:6]}-{day[6:]}T12:00:00+08:00"}}]}}\'',
+        "",
+        "Python SDK:",
+        "  from wxcube.client import WeChatClient",
+        f'  client = WeChatClient("{appid}", "{secret}", base_url="{base}")',
+        f'  print(client.analysis.get_daily_retain("{day}", "{day}"))',
+        "",
+        f"dashboard: {base}/dashboard",
+        f"metrics:   {base}/metrics     API description: {base}/openapi.json",
+        "",
+        "serving; Ctrl-C to stop",
+    ]
+    click.echo("\n".join(lines))
+    run_server(s)
 
-            click.echo(f"{kind.name}ly retention up to {fmt(as_of)}:")
-            _tables(rows, list(kind.keys))
 
-
-COMMANDS: list[click.Command] = [demo]
+COMMANDS: list[click.Command] = [demo, serve]

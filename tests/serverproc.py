@@ -1,0 +1,151 @@
+"""Real `wxcube serve` processes for end-to-end tests (imported by several test modules).
+
+    with running_server(db_path) as base_url:
+        httpx.get(f"{base_url}/healthz")
+
+The server runs as ``python -m wxcube --db DB serve --port PORT`` on a free loopback port; the
+context waits for ``/healthz`` 200 and stops it with SIGTERM (then SIGKILL) on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A started server: ``url``, ``proc``, ``log()`` (its stderr so far)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
+        self.proc, self.url, self._log = proc, url, log
+
+    def log(self) -> str:
+        self._log.flush()
+        with open(self._log.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait, then SIGKILL. Returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return int(self.proc.returncode)
+
+
+def start_server(
+    db_path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    admin_key: str | None = None,
+    wait: bool = True,
+    timeout: float = START_TIMEOUT,
+) -> ServerProcess:
+    """Start a server and (by default) wait until /healthz answers 200."""
+    port = port or free_port()
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith("WXCUBE_") or k == "WXCUBE_AS_OF"
+    }
+    full_env["WXCUBE_ACCESS_LOG"] = "true"
+    if admin_key is not None:
+        full_env["WXCUBE_ADMIN_KEY"] = admin_key
+    full_env.update(env or {})
+    log = tempfile.NamedTemporaryFile(prefix="wxcube-server-", suffix=".log", delete=False)  # noqa: SIM115
+    cmd = [sys.executable, "-m", "wxcube", "--db", str(db_path), "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    sp = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
+    if wait:
+        try:
+            wait_healthy(sp, timeout)
+        except BaseException:
+            sp.stop()
+            raise
+    return sp
+
+
+def wait_healthy(sp: ServerProcess, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        if sp.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {sp.proc.returncode}:\n{sp.log()[-3000:]}")
+        try:
+            r = httpx.get(f"{sp.url}/healthz", timeout=2.0)
+            if r.status_code == 200:
+                return
+            last = r.status_code
+        except httpx.HTTPError as e:
+            last = e
+        time.sleep(0.05)
+    raise TimeoutError(f"server not healthy after {timeout} s (last: {last}):\n{sp.log()[-3000:]}")
+
+
+@contextmanager
+def running_server(
+    db_path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    admin_key: str | None = None,
+) -> Iterator[str]:
+    """Yield the base URL of a healthy server on ``db_path``; stop it gracefully after."""
+    sp = start_server(db_path, env=env, port=port, admin_key=admin_key)
+    try:
+        yield sp.url
+    finally:
+        sp.stop()
+        os.unlink(sp._log.name)
+
+
+def make_app_with_data(
+    db_path: str | os.PathLike[str],
+    visits: list[tuple[str, int | float | str]] | None = None,
+    *,
+    name: str = "test",
+    timezone: str = "Asia/Shanghai",
+) -> tuple[str, str]:
+    """Create an app in ``db_path`` (no server may hold it) and ingest ``visits``
+    [(openid, ts)], through the real ingest path. Returns (appid, secret)."""
+    from wxcube.ingest import ingest_records
+    from wxcube.store import Store
+
+    with Store(Path(db_path)) as store:
+        app, secret = store.create_app(name, timezone)
+        if visits:
+            ingest_records(store, app.appid, [{"openid": o, "ts": t} for o, t in visits])
+    return app.appid, secret
+
+
+def get_token(base_url: str, appid: str, secret: str) -> str:
+    r = httpx.get(
+        f"{base_url}/cgi-bin/token",
+        params={"grant_type": "client_credential", "appid": appid, "secret": secret},
+    )
+    body = r.json()
+    if "access_token" not in body:
+        raise RuntimeError(f"no token: {body}")
+    return str(body["access_token"])
