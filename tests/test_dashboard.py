@@ -291,7 +291,7 @@ def test_wrong_secret_and_dead_token_are_explained(
     sign_in(tab, site, secret="0" * 32)
     page.wait_for_selector("[data-testid=error]", state="visible")
     assert "AppSecret 不正确" in page.inner_text("[data-testid=error]")
-    assert "40001" in page.inner_text("[data-testid=error]")
+    assert "40125" in page.inner_text("[data-testid=error]")
     assert page.is_visible("#signin") and page.is_hidden("[data-testid=dashboard]")
     page.click("[data-testid=lang-toggle]")  # the message follows the language
     assert "Wrong AppID or AppSecret" in page.inner_text("[data-testid=error]")

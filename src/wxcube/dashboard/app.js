@@ -1,6 +1,6 @@
 // wxcube dashboard: cohort triangles and retention curves over wxcube's public API.
 // Plain script (no build step, no dependencies). Endpoints used:
-//   GET  /cgi-bin/token?grant_type=client_credential&appid=&secret=   (sign in)
+//   POST /cgi-bin/stable_token {grant_type, appid, secret}             (sign in)
 //   GET  /wxcube/v1/info?access_token=                                 (default ranges)
 //   POST /wxcube/v1/retain?access_token=  {kind, begin_date, end_date} (one item per period)
 "use strict";
@@ -256,8 +256,10 @@
     button.disabled = true;
     button.textContent = t("signingIn");
     try {
-      const q = new URLSearchParams({ grant_type: "client_credential", appid, secret });
-      const res = await api("/cgi-bin/token?" + q.toString(), { auth: false });
+      // stable_token, not /cgi-bin/token: a new /cgi-bin/token would retire the token the
+      // app's own back end is using, and stable_token hands out the same token while valid.
+      const body = { grant_type: "client_credential", appid, secret, force_refresh: false };
+      const res = await api("/cgi-bin/stable_token", { auth: false, body });
       if (typeof res.access_token !== "string") throw new DashError("http", null, "", 200);
       state.session = { appid, token: res.access_token };
       storeSet(sessionStorage, STORE_SESSION, state.session);
@@ -583,7 +585,7 @@
     const W = Math.max(280, Math.floor(box.clientWidth || 600));
     const narrow = W < 520;
     const H = narrow ? 200 : 280;
-    const pad = { l: 40, r: 14, t: 22, b: 26 };
+    const pad = { l: 42, r: narrow ? 16 : 28, t: 22, b: 26 };
     const pw = W - pad.l - pad.r;
     const ph = H - pad.t - pad.b;
     const x = (i) => pad.l + (keys.length === 1 ? pw / 2 : (pw * i) / (keys.length - 1));
@@ -595,6 +597,7 @@
       role: "img",
       "aria-label": t("curveTitle"),
       "data-testid": "curve-svg",
+      class: narrow ? "narrow" : "",
     });
     for (const g of [0, 0.25, 0.5, 0.75, 1]) {
       root.append(svg("line", { x1: pad.l, x2: W - pad.r, y1: y(g), y2: y(g), class: g === 0 ? "axis" : "grid" }));
@@ -604,7 +607,7 @@
       root.append(
         svg(
           "text",
-          { x: x(i), y: H - 8, class: "xlab", "text-anchor": i === 0 ? "start" : i === keys.length - 1 ? "end" : "middle" },
+          { x: x(i), y: H - 8, class: "xlab", "text-anchor": "middle" },
           t((narrow ? "short_" : "key_") + d.kind, { k }),
         ),
       );
