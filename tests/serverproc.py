@@ -149,3 +149,71 @@ def get_token(base_url: str, appid: str, secret: str) -> str:
     if "access_token" not in body:
         raise RuntimeError(f"no token: {body}")
     return str(body["access_token"])
+
+
+# --- in-process helpers -------------------------------------------------------------------
+class Clock:
+    """An injectable clock for ``create_app(settings, clock=...)``: call it for the time."""
+
+    def __init__(self, now: float) -> None:
+        self.now = float(now)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class InProcess:
+    """Synchronous calls into an ASGI app through httpx.ASGITransport (no sockets)."""
+
+    def __init__(self, app: Any) -> None:
+        import asyncio
+
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://wxcube.test"
+        )
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return self.loop.run_until_complete(self.client.request(method, path, **kw))
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("POST", path, **kw)
+
+    def token(self, appid: str, secret: str) -> str:
+        r = self.get(
+            "/cgi-bin/token",
+            params={"grant_type": "client_credential", "appid": appid, "secret": secret},
+        )
+        return str(r.json()["access_token"])
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
+        self.app.close()
+
+
+def sample_visits(
+    seed: int = 7, users: int = 300, first_day: str = "2024-01-01", days: int = 100
+) -> list[tuple[str, int]]:
+    """Deterministic visits [(openid, unix seconds)] with churn and returning users."""
+    import datetime as dt
+    import random
+
+    rnd = random.Random(seed)
+    start = dt.datetime.fromisoformat(first_day + "T00:00:00+08:00").timestamp()
+    out: list[tuple[str, int]] = []
+    for u in range(users):
+        d = rnd.randrange(days)
+        stay = rnd.random()
+        while d < days:
+            out.append((f"o{u:05d}", int(start + d * 86400 + rnd.randrange(86400))))
+            d += 1 + int(rnd.expovariate(stay + 0.05))
+    rnd.shuffle(out)
+    return out

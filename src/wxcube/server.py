@@ -157,11 +157,17 @@ class Route:
 class WxcubeApp:
     """The ASGI application. Build it with :func:`create_app`."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] | None = None,
+        *,
+        load_index: bool = True,
+    ) -> None:
         self.settings = settings
         self.clock: Callable[[], float] = clock or time.time
         self.started = time.time()
-        _setup_logging(settings.access_log)
+        _setup_logging()
         self.store = Store(settings.db)
         self.index = Index()
         self.metrics = Metrics()
@@ -179,8 +185,10 @@ class WxcubeApp:
         self._secret_ok: dict[tuple[str, str], bool] = {}
         self._as_of_cache: dict[tuple[str, int], int] = {}
         self._closed = False
+        self.dashboard_dir = Path(settings.dashboard_dir or DASHBOARD_DIR).resolve()
         self._loader = threading.Thread(target=self._load_index, name="wxcube-index", daemon=True)
-        self._loader.start()
+        if load_index:
+            self.start_loading()
         r = self._routes = {
             "/cgi-bin/token": Route("token", self.h_token),
             "/cgi-bin/stable_token": Route("stable_token", self.h_stable_token, post_only=True),
@@ -210,8 +218,14 @@ class WxcubeApp:
             return
         log.info("index ready: %d app(s) in %.2f s", len(self.index.apps), time.perf_counter() - t0)
 
+    def start_loading(self) -> None:
+        """Load the index in the background (``create_app`` does, unless told not to)."""
+        if not self._loader.is_alive() and not self.index.ready:
+            self._loader.start()
+
     def wait_ready(self, timeout: float = 30.0) -> bool:
-        self._loader.join(timeout)
+        if self._loader.is_alive():
+            self._loader.join(timeout)
         return self.index.ready
 
     def close(self) -> None:
@@ -221,7 +235,8 @@ class WxcubeApp:
         self._closed = True
         self.writer.shutdown(wait=True)
         self.readers.shutdown(wait=True)
-        self._loader.join(5.0)
+        if self._loader.is_alive():
+            self._loader.join(5.0)
         self.store.close()
 
     # --- ASGI ----------------------------------------------------------------------------
@@ -585,17 +600,13 @@ class WxcubeApp:
 
     def static(self, path: str) -> Response:
         """The dashboard: ``/dashboard`` is index.html; files below it, never outside."""
-        rel = path[len("/dashboard") :].lstrip("/")
-        if not path.startswith(("/dashboard/", "/dashboard")) or (
-            path != "/dashboard" and not path.startswith("/dashboard/")
-        ):
+        if path != "/dashboard" and not path.startswith("/dashboard/"):
             raise InvalidUrl(f"no endpoint {path[:200]!r}")
-        if (rel == "" and path == "/dashboard") or rel == "":
-            rel = "index.html"
+        rel = path[len("/dashboard/") :] or "index.html"
         parts = rel.split("/")
         if any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
             raise InvalidUrl("no such dashboard file")
-        root = DASHBOARD_DIR.resolve()
+        root = self.dashboard_dir
         target = (root / rel).resolve()
         if not target.is_relative_to(root) or not target.is_file():
             raise InvalidUrl("no such dashboard file")
@@ -626,7 +637,7 @@ def _keys(raw: object) -> tuple[int, ...] | None:
     return tuple(sorted(set(raw)))
 
 
-def _setup_logging(access: bool) -> None:
+def _setup_logging() -> None:
     """wxcube's own loggers write plain lines (JSON for the access log) to stderr."""
     for name in ("wxcube.server", "wxcube.access"):
         lg = logging.getLogger(name)
@@ -636,13 +647,14 @@ def _setup_logging(access: bool) -> None:
             lg.addHandler(h)
             lg.setLevel(logging.INFO)
             lg.propagate = False
-    if not access:
-        logging.getLogger("wxcube.access").setLevel(logging.WARNING)
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> WxcubeApp:
-    """The ASGI app for ``settings`` (``clock``: seconds since the epoch, for tests)."""
-    return WxcubeApp(settings, clock)
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] | None = None, load_index: bool = True
+) -> WxcubeApp:
+    """The ASGI app for ``settings``. ``clock``: seconds since the epoch (tests inject one).
+    ``load_index=False`` leaves the index unloaded (61503) until ``app.start_loading()``."""
+    return WxcubeApp(settings, clock, load_index=load_index)
 
 
 def app_from_env() -> WxcubeApp:

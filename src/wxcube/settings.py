@@ -70,6 +70,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Per-app quota overrides: APPID=MINUTE/DAILY[,APPID=MINUTE/DAILY...].",
     ),
     Setting(
+        "dashboard_dir",
+        "WXCUBE_DASHBOARD_DIR",
+        None,
+        "Directory served at /dashboard (default: the dashboard shipped with wxcube).",
+    ),
+    Setting(
         "access_log",
         "WXCUBE_ACCESS_LOG",
         True,
@@ -92,6 +98,7 @@ class Settings:
     max_batch: int = 100_000
     request_timeout: float = 30.0
     quotas: str | None = None
+    dashboard_dir: str | None = None
     access_log: bool = True
 
     @classmethod

@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -14,11 +15,50 @@ import orjson
 from ..periods import ADVERBS, fmt, parse_date
 from . import handle_errors, settings
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 def open_store(ctx: click.Context, *, read_only: bool = False) -> Any:
     from ..store import Store
 
     return Store(settings(ctx).db, read_only=read_only)
+
+
+def url_option(what: str) -> Callable[[F], F]:
+    return click.option(
+        "--url",
+        metavar="URL",
+        help=f"Send to a running server (http://HOST:PORT) instead of opening --db; {what}.",
+    )
+
+
+def secret_option() -> Callable[[F], F]:
+    return click.option(
+        "--secret",
+        envvar="WX_SECRET",
+        help="The app's secret, with --url [env WX_SECRET].",
+    )
+
+
+def remote(url: str) -> Any:
+    from ..remote import Remote
+
+    return Remote(url)
+
+
+def admin_key(ctx: click.Context) -> str:
+    key = settings(ctx).admin_key
+    if not key:
+        raise click.UsageError(
+            "--url needs the admin key the server was started with: set WXCUBE_ADMIN_KEY"
+        )
+    return key
+
+
+def app_token(r: Any, appid: str, secret: str | None) -> str:
+    if not secret:
+        raise click.UsageError("--url needs the app's --secret (or env WX_SECRET)")
+    return str(r.token(appid, secret))
 
 
 # --- app ----------------------------------------------------------------------------------
@@ -36,66 +76,83 @@ def app_group() -> None:
     help="IANA timezone whose calendar days the app's retention uses.",
 )
 @click.option("--json", "as_json", is_flag=True, help='Print {"appid", "secret"} as JSON.')
+@url_option("needs WXCUBE_ADMIN_KEY")
 @click.pass_context
 @handle_errors
-def app_create(ctx: click.Context, name: str, timezone: str, as_json: bool) -> None:
+def app_create(
+    ctx: click.Context, name: str, timezone: str, as_json: bool, url: str | None
+) -> None:
     """Create an app. Its secret is shown once: keep it."""
-    with open_store(ctx) as store:
-        app, secret = store.create_app(name, timezone)
+    if url:
+        with remote(url) as r:
+            got = r.create_app(admin_key(ctx), name, timezone)
+        appid, secret, name, timezone = got["appid"], got["secret"], got["name"], got["timezone"]
+    else:
+        with open_store(ctx) as store:
+            app, secret = store.create_app(name, timezone)
+        appid, name, timezone = app.appid, app.name, app.timezone
     if as_json:
-        click.echo(orjson.dumps({"appid": app.appid, "secret": secret}).decode())
+        click.echo(orjson.dumps({"appid": appid, "secret": secret}).decode())
     else:
         click.echo(
-            f"appid:    {app.appid}\nsecret:   {secret}   (shown once: store it now)\n"
-            f"name:     {app.name}\ntimezone: {app.timezone}"
+            f"appid:    {appid}\nsecret:   {secret}   (shown once: store it now)\n"
+            f"name:     {name}\ntimezone: {timezone}"
         )
 
 
 @app_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per app.")
+@url_option("needs WXCUBE_ADMIN_KEY")
 @click.pass_context
 @handle_errors
-def app_list(ctx: click.Context, as_json: bool) -> None:
+def app_list(ctx: click.Context, as_json: bool, url: str | None) -> None:
     """List apps with their timezone, users and days of data."""
-    with open_store(ctx) as store:
-        rows = [(a, store.app_info(a.appid)) for a in store.apps()]
-    if as_json:
-        for a, info in rows:
-            click.echo(
-                orjson.dumps(
+    if url:
+        with remote(url) as r:
+            rows = r.list_apps(admin_key(ctx))
+    else:
+        with open_store(ctx) as store:
+            rows = []
+            for a in store.apps():
+                info = store.app_info(a.appid)
+                first, last = info["first_day"], info["last_day"]
+                rows.append(
                     {
                         "appid": a.appid,
                         "name": a.name,
                         "timezone": a.timezone,
                         "users": info["users"],
-                        "first_day": fmt(info["first_day"])
-                        if info["first_day"] is not None
-                        else None,
-                        "last_day": fmt(info["last_day"]) if info["last_day"] is not None else None,
+                        "first_day": fmt(first) if first is not None else None,
+                        "last_day": fmt(last) if last is not None else None,
                     }
-                ).decode()
-            )
+                )
+    if as_json:
+        for row in rows:
+            click.echo(orjson.dumps(row).decode())
         return
     if not rows:
         click.echo("no apps yet: wxcube app create --name NAME")
         return
-    for a, info in rows:
-        span = (
-            f"{fmt(info['first_day'])}..{fmt(info['last_day'])}"
-            if info["first_day"] is not None
-            else "no data"
+    for a in rows:
+        span = f"{a['first_day']}..{a['last_day']}" if a["first_day"] is not None else "no data"
+        click.echo(
+            f"{a['appid']}  {a['name']:<20}  {a['timezone']:<16}  {a['users']:>9,} users  {span}"
         )
-        click.echo(f"{a.appid}  {a.name:<20}  {a.timezone:<16}  {info['users']:>9,} users  {span}")
 
 
 @app_group.command("rotate-secret")
 @click.argument("appid")
+@url_option("needs WXCUBE_ADMIN_KEY")
 @click.pass_context
 @handle_errors
-def app_rotate(ctx: click.Context, appid: str) -> None:
+def app_rotate(ctx: click.Context, appid: str, url: str | None) -> None:
     """Issue a new secret; the old one and every token issued with it stop working."""
-    with open_store(ctx) as store:
-        secret = store.rotate_secret(appid)
+    if url:
+        with remote(url) as r:
+            secret = r.rotate_secret(admin_key(ctx), appid)
+    else:
+        with open_store(ctx) as store:
+            secret = store.rotate_secret(appid)
     click.echo(f"appid:  {appid}\nsecret: {secret}   (shown once: store it now)")
 
 
@@ -118,6 +175,15 @@ def app_rotate(ctx: click.Context, appid: str) -> None:
     help="Load a roll-up directory written by `wxcube spark-rollup` instead of FILES.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@url_option("files are parsed here and sent in batches")
+@secret_option()
+@click.option(
+    "--batch-size",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Visits per request with --url.",
+)
 @click.pass_context
 @handle_errors
 def ingest(
@@ -130,6 +196,9 @@ def ingest(
     naive_tz: str | None,
     rollup: Path | None,
     quiet: bool,
+    url: str | None,
+    secret: str | None,
+    batch_size: int,
 ) -> None:
     """Ingest visit logs (CSV / JSONL / Parquet, optionally gzip'd).
 
@@ -141,6 +210,19 @@ def ingest(
 
     if bool(files) == bool(rollup):
         raise click.UsageError("give visit FILES, or --rollup DIR (not both)")
+    if url:
+        if rollup:
+            raise click.UsageError("--rollup loads into a local database; stop the server first")
+        sources = [Source(f, fmt_ or guess_format(f), openid_col, time_col) for f in files]
+        with remote(url) as r, _progress(quiet) as progress:
+            token = app_token(r, appid, secret)
+            t = r.ingest(token, sources, naive_tz=naive_tz, batch=batch_size, progress=progress)
+        click.echo(
+            f"read {t.visits:,} visits from {len(files)} file(s), sent to {url} in "
+            f"{t.batches} batch(es): {t.visits:,} accepted, {t.pairs_added:,} new (user, day) "
+            f"pairs, {t.duplicates:,} duplicate, {t.new_users:,} new users, 0 rejected"
+        )
+        return
     with open_store(ctx) as store, _progress(quiet) as progress:
         if rollup:
             result = ingest_rollup(store, appid, rollup, progress=progress)
@@ -202,10 +284,19 @@ class _progress:
     show_default=True,
     help="json prints exactly the HTTP response body, one line each.",
 )
+@url_option("answers come from its live index")
+@secret_option()
 @click.pass_context
 @handle_errors
 def retain(
-    ctx: click.Context, kind: str, begin: str, end: str | None, appid: str, out: str
+    ctx: click.Context,
+    kind: str,
+    begin: str,
+    end: str | None,
+    appid: str,
+    out: str,
+    url: str | None,
+    secret: str | None,
 ) -> None:
     """Retention of new and active users, as WeChat's getDaily/Weekly/MonthlyRetain.
 
@@ -223,21 +314,26 @@ def retain(
     e = parse_date(end, "END") if end else b
     if e < b:
         raise DateRangeError(f"END {end} is before BEGIN {begin}")
-    with open_store(ctx, read_only=True) as store:
-        app = store.require_app(appid)
-        as_of = as_of_day(settings(ctx).as_of, app.timezone)
-        starts = k.starts(b, e)
-        done = [s for s in starts if k.end(s) <= as_of]
-        if not done:
-            k.check_elapsed(starts[0], as_of)  # raises the 61501 explanation
-        results = [sql_retain(store.read(), appid, k, s, as_of) for s in done]
-    if len(done) < len(starts):
+    if url:
+        with remote(url) as r:
+            token = app_token(r, appid, secret)
+            bodies, as_of_s, left_out = r.retain(token, k.name, fmt(b), fmt(e))
+    else:
+        with open_store(ctx, read_only=True) as store:
+            app = store.require_app(appid)
+            as_of = as_of_day(settings(ctx).as_of, app.timezone)
+            starts = k.starts(b, e)
+            done = [s for s in starts if k.end(s) <= as_of]
+            if not done:
+                k.check_elapsed(starts[0], as_of)  # raises the 61501 explanation
+            results = [sql_retain(store.read(), appid, k, s, as_of) for s in done]
+        bodies = [r.as_dict() for r in results]
+        as_of_s, left_out = fmt(as_of), len(starts) - len(done)
+    if left_out:
         click.echo(
-            f"note: {len(starts) - len(done)} later period(s) have not ended by as_of "
-            f"{fmt(as_of)} and are left out",
+            f"note: {left_out} later period(s) have not ended by as_of {as_of_s} and are left out",
             err=True,
         )
-    bodies = [r.as_dict() for r in results]
     if out == "json":
         for body in bodies:
             click.echo(orjson.dumps(body).decode())

@@ -1,0 +1,164 @@
+"""The store commands through a running server (``--url``, SPEC §5).
+
+A running server holds the DuckDB file, so `wxcube ingest|retain --url URL --secret S` talk to
+it as the app (a token from ``/cgi-bin/token``) and `wxcube app ... --url URL` as the admin
+(``WXCUBE_ADMIN_KEY``). Files are parsed locally with exactly the rules of the local path
+(``ingest.stage_files`` on an in-memory DuckDB) and sent in batches to ``/wxcube/v1/visits``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .errors import WxcubeError
+from .ingest import Progress, Source
+
+DEFAULT_BATCH = 10_000
+
+
+class RemoteError(WxcubeError):
+    """The server answered with an errcode (its errmsg carries the rid)."""
+
+    def __init__(self, errcode: int, errmsg: str) -> None:
+        self.errcode, self.errmsg = errcode, errmsg
+        super().__init__(f"{errmsg} (errcode {errcode})")
+
+
+@dataclass
+class IngestTotals:
+    visits: int = 0
+    pairs_added: int = 0
+    duplicates: int = 0
+    new_users: int = 0
+    batches: int = 0
+
+
+class Remote:
+    def __init__(self, url: str, *, timeout: float = 120.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise WxcubeError(f"--url {url!r}: expected http://HOST:PORT")
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        admin_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"authorization": f"Bearer {admin_key}"} if admin_key else {}
+        try:
+            r = self.http.request(
+                method, self.url + path, params=params, json=body, headers=headers
+            )
+        except httpx.HTTPError as e:
+            raise WxcubeError(f"cannot reach {self.url}: {e}") from None
+        try:
+            data = r.json()
+        except ValueError:
+            raise WxcubeError(
+                f"{self.url}{path} answered HTTP {r.status_code} without JSON: "
+                "is this a wxcube server?"
+            ) from None
+        if not isinstance(data, dict):
+            raise WxcubeError(f"{self.url}{path} answered {data!r}")
+        code = data.get("errcode", 0)
+        if code:
+            raise RemoteError(int(code), str(data.get("errmsg", "")))
+        return data
+
+    # --- as the app ------------------------------------------------------------------------
+    def token(self, appid: str, secret: str) -> str:
+        data = self.call(
+            "GET",
+            "/cgi-bin/token",
+            params={"grant_type": "client_credential", "appid": appid, "secret": secret},
+        )
+        return str(data["access_token"])
+
+    def retain(
+        self, token: str, kind: str, begin: str, end: str
+    ) -> tuple[list[dict[str, Any]], str, int]:
+        """(WeChat-shaped bodies, as_of yyyymmdd, periods left out) for a range."""
+        data = self.call(
+            "POST",
+            "/wxcube/v1/retain",
+            params={"access_token": token},
+            body={"kind": kind, "begin_date": begin, "end_date": end},
+        )
+        return list(data["items"]), str(data["as_of"]), int(data.get("left_out", 0))
+
+    def ingest(
+        self,
+        token: str,
+        sources: Sequence[Source],
+        *,
+        naive_tz: str | None = None,
+        batch: int = DEFAULT_BATCH,
+        progress: Progress | None = None,
+    ) -> IngestTotals:
+        """Parse and validate every file locally (a bad row fails before anything is sent),
+        then send batches; each batch is applied all or nothing by the server."""
+        import duckdb
+
+        from .ingest import stage_files
+
+        info = self.call("GET", "/wxcube/v1/info", params={"access_token": token})
+        app_tz = str(info["timezone"])
+        conn = duckdb.connect()
+        try:
+            stage_files(conn, sources, naive_tz or app_tz, app_tz, progress)
+            cur = conn.execute("SELECT openid, epoch FROM _parsed")
+            totals = IngestTotals()
+            while True:
+                rows = cur.fetchmany(batch)
+                if not rows:
+                    break
+                data = self.call(
+                    "POST",
+                    "/wxcube/v1/visits",
+                    params={"access_token": token},
+                    body={"visits": [{"openid": o, "ts": t} for o, t in rows]},
+                )
+                totals.visits += int(data["accepted"])
+                totals.pairs_added += int(data.get("pairs_added", 0))
+                totals.duplicates += int(data.get("duplicates", 0))
+                totals.new_users += int(data.get("new_users", 0))
+                totals.batches += 1
+        finally:
+            conn.close()
+        return totals
+
+    # --- as the admin ----------------------------------------------------------------------
+    def create_app(self, key: str, name: str, timezone: str) -> dict[str, Any]:
+        return self.call(
+            "POST",
+            "/wxcube/v1/admin/apps",
+            body={"name": name, "timezone": timezone},
+            admin_key=key,
+        )
+
+    def list_apps(self, key: str) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/wxcube/v1/admin/apps", admin_key=key)["apps"])
+
+    def rotate_secret(self, key: str, appid: str) -> str:
+        data = self.call(
+            "POST", "/wxcube/v1/admin/apps/rotate_secret", body={"appid": appid}, admin_key=key
+        )
+        return str(data["secret"])
