@@ -98,18 +98,19 @@ def make_demo(root: Path) -> Demo:
 
 
 class ManualClock:
-    """The server's clock (seconds since the epoch): real time plus what the test advanced."""
+    """The server's clock (seconds since the epoch): frozen at creation, moved only by the test
+    (so quota minutes and token lifetimes never roll over by themselves)."""
 
     def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
         import time
 
-        return time.time() + self.offset
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
 
     def advance(self, seconds: float) -> None:
-        self.offset += seconds
+        self.now += seconds
 
 
 class SyncASGIBridge(httpx.BaseTransport):
