@@ -320,3 +320,21 @@ def test_quota_errors_keep_their_errcode(function_dir: Path, inproc: InProcess, 
             )
     c.close()
     assert codes == [45009]
+
+
+def test_close_then_call_initializes_again_from_environment(
+    function_dir: Path, server: str, demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(function_dir, GRANT_ALL)
+    monkeypatch.setenv("WXCUBE_URL", server)
+    monkeypatch.setenv("WX_APPID", demo.appid)
+    monkeypatch.setenv("WX_SECRET", demo.secret)
+    c = Cloud()  # no init(): wx-server-sdk works without one too
+    try:
+        first = c.openapi.analysis.getDailyRetain(beginDate="20240601", endDate="20240601")
+        c.close()
+        again = c.openapi.analysis.getDailyRetain(beginDate="20240601", endDate="20240601")
+    finally:
+        c.close()
+    assert first == again == expected(demo, "daily", "20240601")
+    assert c.env == DYNAMIC_CURRENT_ENV

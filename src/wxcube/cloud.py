@@ -186,8 +186,9 @@ class Cloud:
             old.close()
 
     def close(self) -> None:
+        """Close the HTTP connections; a later call initializes again from the environment."""
         with self._lock:
-            old, self._client = self._client, None
+            old, self._client, self._configured = self._client, None, False
         if old is not None:
             old.close()
 
