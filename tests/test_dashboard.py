@@ -73,7 +73,9 @@ class Tab:
     def __init__(self, page: Page) -> None:
         self.page = page
         self.errors: list[str] = []
+        self.requests: list[str] = []
         page.on("console", self._console)
+        page.on("request", lambda r: self.requests.append(r.url))
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
 
     def _console(self, msg: ConsoleMessage) -> None:
@@ -86,7 +88,12 @@ def open_tab(browser: Browser) -> Iterator[Callable[..., Tab]]:
     contexts = []
 
     def make(viewport: dict[str, int] | None = None) -> Tab:
-        ctx = browser.new_context(viewport=viewport or DESKTOP, accept_downloads=True)
+        # a browser far from the app's timezone: day arithmetic must not use local time
+        ctx = browser.new_context(
+            viewport=viewport or DESKTOP,
+            accept_downloads=True,
+            timezone_id="America/Los_Angeles",
+        )
         ctx.set_default_timeout(15_000)
         contexts.append(ctx)
         return Tab(ctx.new_page())
@@ -228,6 +235,9 @@ def test_sign_in_switch_kinds_and_metrics_match_api(
     page.reload()
     wait_table(page, "day", "visit_uv")
     assert tab.errors == []
+    # self-contained: every request goes to the wxcube server itself (no CDN, no fonts)
+    assert tab.requests and all(u.startswith(site.url + "/") for u in tab.requests), tab.requests
+    assert f"{site.url}/dashboard/app.js" in tab.requests
 
 
 def test_range_picker_snaps_to_whole_periods(site: Site, open_tab: Callable[..., Tab]) -> None:
@@ -348,7 +358,8 @@ def test_screenshots_and_phone_width(
     wait_table(page, "week", "visit_uv_new")
     # nothing wider than the screen: the triangle scrolls inside its card
     assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
-    assert page.locator("[data-testid=curve-svg]").bounding_box()["width"] <= viewport["width"]
+    box = page.locator("[data-testid=curve-svg]").bounding_box()
+    assert box is not None and box["width"] <= viewport["width"]
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
     assert (ARTIFACTS / f"dashboard-{name}.png").stat().st_size > 10_000
