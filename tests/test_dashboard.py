@@ -260,6 +260,18 @@ def test_range_picker_snaps_to_whole_periods(site: Site, open_tab: Callable[...,
     page.click("[data-testid=range-latest]")
     page.wait_for_function("document.querySelector('#range-from').value === '2026-09-21'")
     assert page.locator("#cohort tbody tr").count() == 8
+
+    # months across a year boundary, dates given in reverse order
+    page.click("[data-testid=kind-month]")
+    wait_table(page, "month", "visit_uv_new")
+    page.fill("#range-from", "2026-02-03")
+    page.fill("#range-to", "2025-12-15")
+    page.click("[data-testid=range-apply]")
+    page.wait_for_function("document.querySelector('#range-from').value === '2025-12-01'")
+    wait_table(page, "month", "visit_uv_new")
+    assert page.input_value("#range-to") == "2026-02-28"
+    items = check_table_against_api(page, site, "month", "visit_uv_new")
+    assert [i["ref_date"] for i in items] == ["202512", "202601", "202602"]
     assert tab.errors == []
 
 
