@@ -38,14 +38,17 @@ class ServerProcess:
 
     def __init__(self, proc: subprocess.Popen[bytes], url: str, log: IO[bytes]) -> None:
         self.proc, self.url, self._log = proc, url, log
+        self._final: str | None = None
 
     def log(self) -> str:
-        self._log.flush()
+        """Everything the server wrote to stdout/stderr so far (all of it after stop())."""
+        if self._final is not None:
+            return self._final
         with open(self._log.name, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, wait, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait, then SIGKILL. Returns the exit code; keeps the log, removes its file."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -53,7 +56,17 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self._final is None:
+            self._final = self.log()
+            self._log.close()
+            os.unlink(self._log.name)
         return int(self.proc.returncode)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def start_server(
@@ -118,7 +131,6 @@ def running_server(
         yield sp.url
     finally:
         sp.stop()
-        os.unlink(sp._log.name)
 
 
 def make_app_with_data(

@@ -1,0 +1,98 @@
+"""A real `wxcube serve` process on a free loopback port: start, query, restart, stop."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import orjson
+from click.testing import CliRunner
+
+from serverproc import get_token, make_app_with_data, running_server, sample_visits, start_server
+from wxcube.cli import main
+from wxcube.periods import DAY
+
+ENV = {"WXCUBE_AS_OF": "20240410"}
+BODY = orjson.dumps({"begin_date": "20240301", "end_date": "20240301"})
+
+
+def query(url: str, token: str, body: bytes = BODY) -> dict[str, object]:
+    r = httpx.post(f"{url}{DAY.path}", params={"access_token": token}, content=body)
+    assert r.status_code == 200
+    return dict(r.json())
+
+
+def test_serve_answers_and_stops_gracefully(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    appid, secret = make_app_with_data(db, sample_visits())
+    sp = start_server(db, env=ENV)
+    try:
+        health = httpx.get(f"{sp.url}/healthz")
+        assert health.status_code == 200 and health.json()["errcode"] == 0
+        token = get_token(sp.url, appid, secret)
+        got = query(sp.url, token)
+        assert got["ref_date"] == "20240301" and "errcode" not in got
+        r = httpx.get(f"{sp.url}/nowhere")
+        assert r.status_code == 404 and r.json()["errcode"] == 40066
+        bad = httpx.post(f"{sp.url}{DAY.path}", params={"access_token": token}, content=b"")
+        rid = bad.json()["errmsg"].rsplit("rid: ", 1)[1]
+        assert bad.headers["x-request-id"] == rid
+        assert "text/plain" in httpx.get(f"{sp.url}/metrics").headers["content-type"]
+    finally:
+        code = sp.stop()
+    log = sp.log()
+    assert code == 0, log
+    assert rid in log  # the structured access log names the rid
+    assert secret not in log and token not in log
+    lines = [orjson.loads(x) for x in log.splitlines() if x.startswith('{"ts"')]
+    assert any(x["rid"] == rid and x["errcode"] == 44002 for x in lines)
+
+
+def test_restart_keeps_tokens_and_data(tmp_path: Path) -> None:
+    db = tmp_path / "r.duckdb"
+    appid, secret = make_app_with_data(db, sample_visits())
+    visit = {"visits": [{"openid": "late-1", "ts": "2024-03-01T08:00:00+08:00"}]}
+    with running_server(db, env=ENV) as url:
+        token = get_token(url, appid, secret)
+        stable = httpx.post(
+            f"{url}/cgi-bin/stable_token",
+            content=orjson.dumps(
+                {"grant_type": "client_credential", "appid": appid, "secret": secret}
+            ),
+        ).json()["access_token"]
+        r = httpx.post(f"{url}/wxcube/v1/visits", params={"access_token": token}, json=visit)
+        assert r.json()["accepted"] == 1
+        before = query(url, token)
+    with running_server(db, env=ENV) as url:
+        assert query(url, token) == before
+        assert query(url, stable) == before
+
+
+def test_local_commands_say_the_server_holds_the_database(tmp_path: Path) -> None:
+    db = tmp_path / "h.duckdb"
+    appid, _ = make_app_with_data(db, [("a", 1_704_200_000)])
+    with running_server(db, env=ENV):
+        runner = CliRunner()
+        for args in (
+            ["retain", "daily", "20240102", "--app", appid],
+            ["app", "list"],
+            ["ingest", str(tmp_path / "x.csv"), "--app", appid],
+        ):
+            (tmp_path / "x.csv").write_text("openid,ts\na,1704200000\n")
+            res = runner.invoke(main, ["--db", str(db), *args])
+            assert res.exit_code == 1, res.output
+            assert "held by another process" in res.output and "--url" in res.output
+            assert "Traceback" not in res.output
+
+
+def test_sigint_also_stops_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "i.duckdb"
+    make_app_with_data(db, [("a", 1_704_200_000)])
+    with start_server(db, env=ENV) as sp:
+        sp.proc.send_signal(signal.SIGINT)
+        assert sp.proc.wait(15) in (0, -signal.SIGINT, 130)
+    # the database is free again
+    from wxcube.store import Store
+
+    Store(db).close()
