@@ -86,7 +86,7 @@ def _holder(err: Exception) -> str:
     return f"process {pid} ({cmd})" if cmd else f"process {pid}"
 
 
-def _connect(path: Path, *, read_only: bool, doing: str) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, *, read_only: bool, doing: str, cmd: str) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as e:
@@ -95,8 +95,7 @@ def _connect(path: Path, *, read_only: bool, doing: str) -> duckdb.DuckDBPyConne
         raise StoreLocked(
             f"cannot {doing} {path}: it is held by {_holder(e)}, usually a running "
             "`wxcube serve`. DuckDB lets one process open the file, so stop the server "
-            f"(kill the process or Ctrl-C it), run the {doing.split()[0]} again, then start "
-            "the server again."
+            f"(Ctrl-C it, or kill the process), run `wxcube {cmd}` again, then start it again."
         ) from None
     except duckdb.Error as e:
         raise StoreError(f"cannot open {path}: {e}") from None
@@ -193,7 +192,7 @@ def backup(db: str | Path, directory: str | Path) -> Summary:
     db = Path(db)
     if not db.exists():
         raise StoreError(f"{db} does not exist: nothing to back up")
-    conn = _connect(db, read_only=True, doing="back up")
+    conn = _connect(db, read_only=True, doing="back up", cmd="backup")
     try:
         return backup_connection(conn, Path(directory), str(db))
     finally:
@@ -257,7 +256,7 @@ def restore(directory: str | Path, db: str | Path, *, force: bool = False) -> Su
     version: int = manifest["schema_version"]
     tables: dict[str, Any] = manifest["tables"]
     if db.exists():
-        conn = _connect(db, read_only=True, doing="restore into")
+        conn = _connect(db, read_only=True, doing="restore into", cmd="restore")
         try:
             held = {t: n for t, n in _contents(conn).items() if n}
         finally:
