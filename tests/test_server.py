@@ -266,6 +266,9 @@ def test_bad_visit_row_names_row_and_field_and_applies_nothing(world: World) -> 
     assert_error(r, 47001, "visits[0].openid")
     after = world.api.get("/wxcube/v1/info", params={"access_token": tok}).json()["users"]
     assert after == before
+    # a rejected batch leaves the server able to take the next one
+    r = world.post("/wxcube/v1/visits", {"visits": [{"openid": "x1", "ts": 1712282400}]}, tok)
+    assert r.json()["accepted"] == 1
 
 
 # --- the error table ----------------------------------------------------------------------

@@ -55,7 +55,7 @@ from .periods import DAY, KINDS, MONTH, WEEK, Kind, fmt, parse_date, parse_perio
 from .quotas import Quotas, parse_overrides
 from .retention import bitmap_retain
 from .settings import Settings, as_of_day
-from .store import App, Store
+from .store import App, ApplyResult, Store
 from .tokens import TokenBook
 
 T = TypeVar("T")
@@ -185,6 +185,8 @@ class WxcubeApp:
         self._secret_ok: dict[tuple[str, str], bool] = {}
         self._as_of_cache: dict[tuple[str, int], int] = {}
         self._closed = False
+        # lifespan.shutdown closes the store; test clients that cycle lifespans may turn it off
+        self.close_on_shutdown = True
         self.dashboard_dir = Path(settings.dashboard_dir or DASHBOARD_DIR).resolve()
         self._loader = threading.Thread(target=self._load_index, name="wxcube-index", daemon=True)
         if load_index:
@@ -253,7 +255,8 @@ class WxcubeApp:
             if msg["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
-                await asyncio.get_running_loop().run_in_executor(None, self.close)
+                if self.close_on_shutdown:
+                    await asyncio.get_running_loop().run_in_executor(None, self.close)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -460,15 +463,7 @@ class WxcubeApp:
                 f"{len(visits)} visits in one batch; at most {self.settings.max_batch}"
             )
         self.require_ready()
-        from .ingest import ingest_records
-
-        try:
-            result = await self.on_writer(
-                lambda: ingest_records(self.store, app.appid, visits, index=self.index)
-            )
-        except StoreError:
-            log.exception("ingest failed rid: %s", req.rid)
-            raise SystemError_() from None
+        result = await self.on_writer(lambda: self._ingest(app.appid, visits))
         self.metrics.ingested(result.visits)
         return ext_ok(
             accepted=result.visits,
@@ -476,6 +471,24 @@ class WxcubeApp:
             duplicates=result.duplicates,
             new_users=result.new_users,
         )
+
+    def _ingest(self, appid: str, visits: list[Any]) -> ApplyResult:
+        """On the writer thread: one all-or-nothing batch, then the index (ingest_records)."""
+        import duckdb
+
+        from .ingest import ingest_records
+
+        try:
+            return ingest_records(self.store, appid, visits, index=self.index)
+        except BaseException:
+            # a failed validation can leave a half-read result on the shared connection, which
+            # would refuse every later batch: finish it (nothing was written)
+            with self.store.locked():
+                try:
+                    self.store.conn.fetchall()
+                except duckdb.Error:
+                    pass
+            raise
 
     async def h_retain(self, req: Request) -> Response:
         app = self.authenticate(req)
