@@ -13,6 +13,7 @@ Every API error is HTTP 200 with ``APIError.body(rid)``; nothing else builds err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hmac
 import logging
@@ -483,11 +484,8 @@ class WxcubeApp:
         except BaseException:
             # a failed validation can leave a half-read result on the shared connection, which
             # would refuse every later batch: finish it (nothing was written)
-            with self.store.locked():
-                try:
-                    self.store.conn.fetchall()
-                except duckdb.Error:
-                    pass
+            with self.store.locked(), contextlib.suppress(duckdb.Error):
+                self.store.conn.fetchall()
             raise
 
     async def h_retain(self, req: Request) -> Response:
