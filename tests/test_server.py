@@ -585,11 +585,12 @@ def test_access_log_has_rid_and_no_secrets(tmp_path: Path) -> None:
     try:
         tok = w.token()
         r = w.post(DAILY, b"", tok)
+        w.app.access.flush()
     finally:
         logging.getLogger("wxcube.access").removeHandler(h)
         w.api.close()
     rid = r.headers["x-request-id"]
-    lines = [orjson.loads(x) for x in records]
+    lines = [orjson.loads(x) for rec in records for x in rec.splitlines()]
     assert any(x["rid"] == rid and x["errcode"] == 44002 for x in lines)
     assert all(set(x) >= {"ts", "rid", "method", "path", "status", "errcode", "ms"} for x in lines)
     joined = "\n".join(records)
