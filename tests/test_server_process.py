@@ -96,3 +96,45 @@ def test_sigint_also_stops_cleanly(tmp_path: Path) -> None:
     from wxcube.store import Store
 
     Store(db).close()
+
+
+def test_demo_prints_working_curl_lines_and_serves(tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+    import time
+
+    from serverproc import ServerProcess, free_port, wait_healthy
+
+    port = free_port()
+    out = open(tmp_path / "demo.out", "wb")  # noqa: SIM115 (closed by ServerProcess.stop)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXCUBE_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wxcube", "--db", str(tmp_path / "demo.duckdb"), "demo",
+         "--port", str(port)],
+        stdout=out, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    with ServerProcess(proc, f"http://127.0.0.1:{port}", out) as sp:
+        wait_healthy(sp, 60)
+        deadline = time.monotonic() + 10
+        while "serving; Ctrl-C" not in sp.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = sp.log()
+        assert re.search(r"appid:  wx[0-9a-f]{16}", text)
+        assert f"dashboard: http://127.0.0.1:{port}/dashboard" in text
+        assert "from wxcube.client import WeChatClient" in text
+        lines = [
+            x.strip() for x in text.splitlines() if x.strip().startswith(("TOKEN=", "curl -s"))
+        ]
+        assert len(lines) == 8
+        script = "set -e\n" + lines[0] + "\n" + "\necho\n".join(lines[1:]) + "\n"
+        got = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0, got.stderr
+        bodies = [orjson.loads(x) for x in got.stdout.splitlines() if x.strip()]
+        daily, weekly, monthly = bodies[:3]
+        assert [kv["key"] for kv in daily["visit_uv"]] == [0, 1, 2, 3, 4, 5, 6, 7, 14, 30]
+        assert [kv["key"] for kv in weekly["visit_uv"]] == [0, 1, 2, 3, 4]
+        assert [kv["key"] for kv in monthly["visit_uv"]] == [0, 1]
+        assert daily["visit_uv"][0]["value"] > 0
+        assert all(b.get("errcode", 0) == 0 for b in bodies)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..periods import Kind
 from ..settings import SETTINGS, Settings
 from . import handle_errors, settings
 
@@ -93,6 +94,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     run_server(s)
 
 
+def _last_complete(kind: Kind, as_of: int) -> int:
+    start = kind.start_of(as_of)
+    return start if kind.end(start) <= as_of else kind.shift(start, -1)
+
+
 @click.command("demo")
 @click.option("--port", default=8000, show_default=True, help="Port to serve on.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
@@ -100,7 +106,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 @handle_errors
 def demo(ctx: click.Context, port: int, host: str) -> None:
     """Create a demo app with a realistic year of visits ending yesterday, then serve it."""
-    from ..periods import DAY, MONTH, WEEK, fmt
+    from ..periods import DAY, MONTH, WEEK, fmt, from_daynum
     from ..settings import as_of_day
 
     s = settings(ctx).replace(host=host, port=port)
@@ -108,9 +114,10 @@ def demo(ctx: click.Context, port: int, host: str) -> None:
     appid, secret, tz = build_demo(s.db, s.as_of)
     as_of = as_of_day(s.as_of, tz)
     base = f"http://{host}:{port}"
-    day = fmt(as_of)
-    week = WEEK.shift(WEEK.start_of(as_of), -1)
-    month = MONTH.shift(MONTH.start_of(as_of), -1)
+    # periods old enough for every key to be present (WeChat leaves out unfinished ones)
+    day = fmt(as_of - 30)
+    week = WEEK.shift(_last_complete(WEEK, as_of), -4)
+    month = MONTH.shift(_last_complete(MONTH, as_of), -1)
     tok = (
         f'TOKEN=$(curl -s "{base}/cgi-bin/token?grant_type=client_credential'
         f'&appid={appid}&secret={secret}" | python3 -c '
@@ -136,7 +143,7 @@ def demo(ctx: click.Context, port: int, host: str) -> None:
         f'-d \'{{"kind":"week","begin_date":"{fmt(WEEK.shift(week, -3))}","end_date":"{day}"}}\'',
         f'  curl -s -X POST "{base}/wxcube/v1/visits?access_token=$TOKEN" '
         f'-d \'{{"visits":[{{"openid":"o-new-user",'
-        f'"ts":"{day[:4]}-{day[4:6]}-{day[6:]}T12:00:00+08:00"}}]}}\'',
+        f'"ts":"{from_daynum(as_of).isoformat()}T12:00:00+08:00"}}]}}\'',
         "",
         "Python SDK:",
         "  from wxcube.client import WeChatClient",
