@@ -317,8 +317,11 @@ def test_restore_refuses_to_overwrite_data_unless_forced(
     assert "already holds data" in res.output and "--force" in res.output
     with Store(other) as s:
         assert [x.appid for x in s.apps()] == [c_appid]  # untouched
+    stale = Path(f"{other}.snapshot")  # the index snapshot of the data being replaced
+    stale.write_bytes(b"WXCSNAP1 stale")
     res = runner.invoke(main, ["--db", str(other), "restore", "--force", str(tmp_path / "bk")])
     assert res.exit_code == 0, res.output
+    assert not stale.exists()
     assert "restored 2 apps" in res.output
     with Store(db, read_only=True) as s:
         want = {x.appid for x in s.apps()}

@@ -303,5 +303,7 @@ def restore(directory: str | Path, db: str | Path, *, force: bool = False) -> Su
             s.conn.execute("CHECKPOINT")
         wal = db.with_name(db.name + ".wal")
         wal.unlink(missing_ok=True)  # a stale WAL must never be replayed onto the new file
+        # the replaced database's index snapshot (wxcube.snapshot) describes other data
+        db.with_name(db.name + ".snapshot").unlink(missing_ok=True)
         os.replace(tmp, db)
     return Summary(directory, db, version, rows)
