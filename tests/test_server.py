@@ -591,7 +591,9 @@ def test_access_log_has_rid_and_no_secrets(tmp_path: Path) -> None:
         w.api.close()
     rid = r.headers["x-request-id"]
     lines = [orjson.loads(x) for rec in records for x in rec.splitlines()]
-    assert any(x["rid"] == rid and x["errcode"] == 44002 for x in lines)
+    assert any(
+        x["rid"] == rid and x["errcode"] == 44002 and x["error"] == "empty post data" for x in lines
+    )
     assert all(set(x) >= {"ts", "rid", "method", "path", "status", "errcode", "ms"} for x in lines)
     joined = "\n".join(records)
     assert tok not in joined and w.secret not in joined

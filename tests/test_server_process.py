@@ -78,6 +78,7 @@ def test_local_commands_say_the_server_holds_the_database(tmp_path: Path) -> Non
             ["retain", "daily", "20240102", "--app", appid],
             ["app", "list"],
             ["ingest", str(tmp_path / "x.csv"), "--app", appid],
+            ["serve", "--port", "1"],
         ):
             (tmp_path / "x.csv").write_text("openid,ts\na,1704200000\n")
             res = runner.invoke(main, ["--db", str(db), *args])

@@ -171,6 +171,7 @@ class Response:
     content_type: bytes = JSON
     errcode: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    error: str | None = None  # errmsg without the rid, for the access log
 
 
 def ok(payload: dict[str, Any]) -> Response:
@@ -337,28 +338,28 @@ class WxcubeApp:
         elapsed = time.perf_counter() - t0
         self.metrics.observe(name, resp.errcode, elapsed)
         if self.settings.access_log:
-            self.access.add(
-                orjson.dumps(
-                    {
-                        "ts": round(time.time(), 3),
-                        "rid": req.rid,
-                        "method": req.method,
-                        "path": path,
-                        "status": resp.status,
-                        "errcode": resp.errcode,
-                        "ms": round(elapsed * 1000, 3),
-                        "appid": req.appid,
-                    }
-                ).decode()
-            )
+            entry = {
+                "ts": round(time.time(), 3),
+                "rid": req.rid,
+                "method": req.method,
+                "path": path[:200],
+                "status": resp.status,
+                "errcode": resp.errcode,
+                "ms": round(elapsed * 1000, 3),
+                "appid": req.appid,
+            }
+            if resp.error is not None:
+                entry["error"] = resp.error
+            self.access.add(orjson.dumps(entry).decode())
 
     def _error(self, e: APIError, req: Request) -> Response:
+        """The error body; the error is logged with its rid in the access log (and -1 here)."""
         status = 404 if isinstance(e, InvalidUrl) else 200
-        if e.errcode not in (-1,):
-            log.debug("rid: %s errcode %d %s", req.rid, e.errcode, e.message)
-        else:
+        if e.errcode == -1:
             log.error("rid: %s system error", req.rid)
-        return Response(orjson.dumps(e.body(req.rid)), status=status, errcode=e.errcode)
+        return Response(
+            orjson.dumps(e.body(req.rid)), status=status, errcode=e.errcode, error=e.message[:300]
+        )
 
     # --- request helpers -----------------------------------------------------------------
     async def body(self, req: Request) -> bytes:
@@ -645,8 +646,9 @@ class WxcubeApp:
             now = self.clock()
             secret = self.store.rotate_secret(appid, now=now)
             self.tokens.revoked_app(appid, now)
-            for k in [k for k in self._secret_ok if k[0] == appid]:
-                self._secret_ok.pop(k, None)
+            for k in list(self._secret_ok):
+                if k[0] == appid:
+                    self._secret_ok.pop(k, None)
             return secret
 
         return ext_ok(appid=appid, secret=await self.on_writer(rotate))

@@ -49,8 +49,14 @@ def run_server(s: Settings) -> None:
     from granian.constants import Interfaces
     from granian.server import Server
 
+    from ..errors import WxcubeError
+    from ..quotas import parse_overrides
     from ..store import Store
 
+    try:
+        parse_overrides(s.quotas)
+    except ValueError as e:
+        raise WxcubeError(f"WXCUBE_QUOTAS: {e}") from None
     Store(s.db).close()  # fail here, plainly, if another process holds the file
     for st in SETTINGS:
         value = getattr(s, st.name)
