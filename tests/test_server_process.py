@@ -139,3 +139,69 @@ def test_demo_prints_working_curl_lines_and_serves(tmp_path: Path) -> None:
         assert [kv["key"] for kv in monthly["visit_uv"]] == [0, 1]
         assert daily["visit_uv"][0]["value"] > 0
         assert all(b.get("errcode", 0) == 0 for b in bodies)
+
+
+def test_concurrent_ingest_tokens_and_queries(tmp_path: Path) -> None:
+    """Writers (ingest, tokens, admin) and readers at once: no system error, and the final
+    answers equal the SQL path over the database the server leaves behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wxcube.periods import parse_date
+    from wxcube.retention import sql_retain
+    from wxcube.store import Store
+
+    db = tmp_path / "c.duckdb"
+    appid, secret = make_app_with_data(db, sample_visits(users=100))
+    batches = [
+        [{"openid": f"c{b}-{i % 37}", "ts": 1_709_251_200 + 3600 * (i + 7 * b)} for i in range(200)]
+        for b in range(24)
+    ]
+    days = ["20240301", "20240302", "20240305", "20240310"]
+    with running_server(db, env=ENV, admin_key="k") as url:
+        token = get_token(url, appid, secret)
+        with httpx.Client(base_url=url, timeout=30) as http:
+
+            def ingest(batch: list[dict[str, object]]) -> int:
+                r = http.post(
+                    "/wxcube/v1/visits",
+                    params={"access_token": token},
+                    json={"visits": batch},
+                )
+                return int(r.json()["accepted"])
+
+            def read(i: int) -> dict[str, object]:
+                d = days[i % len(days)]
+                body = orjson.dumps({"begin_date": d, "end_date": d})
+                r = http.post(DAY.path, params={"access_token": token}, content=body)
+                return dict(r.json())
+
+            def tokens(i: int) -> dict[str, object]:
+                if i % 2:
+                    return dict(
+                        http.get(
+                            "/cgi-bin/token",
+                            params={
+                                "grant_type": "client_credential",
+                                "appid": appid,
+                                "secret": secret,
+                            },
+                        ).json()
+                    )
+                return dict(
+                    http.get("/wxcube/v1/admin/apps", headers={"authorization": "Bearer k"}).json()
+                )
+
+            with ThreadPoolExecutor(8) as pool:
+                ingests = [pool.submit(ingest, b) for b in batches]
+                reads = [pool.submit(read, i) for i in range(200)]
+                toks = [pool.submit(tokens, i) for i in range(20)]
+                assert sum(f.result() for f in ingests) == 24 * 200
+                for f in reads:
+                    assert "ref_date" in f.result(), f.result()
+                for f in toks:
+                    assert f.result().get("errcode", 0) == 0, f.result()
+            final = {d: read(days.index(d)) for d in days}
+    with Store(db, read_only=True) as store:
+        as_of = parse_date(ENV["WXCUBE_AS_OF"])
+        for d, got in final.items():
+            assert got == sql_retain(store.read(), appid, DAY, parse_date(d), as_of).as_dict()
