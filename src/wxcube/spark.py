@@ -111,6 +111,7 @@ class RollupResult:
     days: int
     seconds: float  # the job itself, without starting Spark
     examples: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     @property
     def visits_per_second(self) -> float:
@@ -199,44 +200,54 @@ def local_day(epoch: Column, segs: list[tuple[float, int]]) -> Column:
 _MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def parse_text(col: Column) -> tuple[Column, Column]:
-    """Text → (epoch DOUBLE for Unix seconds or zoned ISO, wall µs BIGINT for naive ISO);
-    both NULL when the text is not a timestamp."""
+def parse_frame(df: DataFrame) -> DataFrame:
+    """Columns ``text`` (a timestamp as text, or NULL), ``num`` (epoch seconds already known)
+    and ``wall0`` (naive wall µs already known) → ``epoch`` (DOUBLE: Unix seconds or zoned ISO)
+    and ``wall`` (BIGINT µs: naive ISO, to be read in --naive-tz); both NULL for a bad value.
+    Two projections, so that each regular expression runs once per row."""
     from pyspark.sql import functions as F
 
-    num = F.regexp_extract(col, NUM_RE, 1)
-    is_num = col.rlike(NUM_RE)
+    text = F.col("text")
+    groups = ",".join(f"${i}" for i in (1, 3, 4, 5, 6, 7, 8, 9))
+    staged = df.select(
+        *(c for c in df.columns if c not in ("text",)),
+        F.when(text.rlike(NUM_RE), F.regexp_extract(text, NUM_RE, 1)).alias("_num"),
+        F.when(text.rlike(ISO_RE), F.split(F.regexp_replace(text, ISO_RE, groups), ",")).alias(
+            "_iso"
+        ),
+    )
+    iso = F.col("_iso")
 
-    def g(i: int) -> Column:
-        return F.regexp_extract(col, ISO_RE, i)
+    def g(i: int) -> Column:  # ISO part: 0 year, 1 month, 2 day, 3 hour, 4 minute, 5 second,
+        return F.element_at(iso, i + 1)  # 6 fraction, 7 offset ('' when absent)
 
-    is_iso = col.rlike(ISO_RE)
-    has_time = g(5) != F.lit("")
-    hour = F.when(has_time, g(5).cast("int")).otherwise(F.lit(0))
-    minute = F.when(has_time, g(6).cast("int")).otherwise(F.lit(0))
-    sec = F.when(g(7) != F.lit(""), g(7).cast("int")).otherwise(F.lit(0))
+    is_iso = iso.isNotNull()
+    has_time = g(3) != F.lit("")
+    hour = F.when(has_time, g(3).cast("int")).otherwise(F.lit(0))
+    minute = F.when(has_time, g(4).cast("int")).otherwise(F.lit(0))
+    sec = F.when(g(5) != F.lit(""), g(5).cast("int")).otherwise(F.lit(0))
     frac_us = F.when(
-        g(8) != F.lit(""), F.rpad(F.substring(g(8), 1, 6), 6, "0").cast("long")
+        g(6) != F.lit(""), F.rpad(F.substring(g(6), 1, 6), 6, "0").cast("long")
     ).otherwise(F.lit(0).cast("long"))
-    y, mo, d = g(1).cast("int"), g(3).cast("int"), g(4).cast("int")
+    y, mo, d = g(0).cast("int"), g(1).cast("int"), g(2).cast("int")
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
     mo_ok = (mo >= 1) & (mo <= 12)
     month_days = F.element_at(
         F.array(*(F.lit(n) for n in _MONTH_DAYS)), F.when(mo_ok, mo).otherwise(F.lit(1))
     ) + F.when((mo == 2) & leap, 1).otherwise(0)
-    date_ok = mo_ok & (d >= 1) & (d <= month_days)
-    date = F.when(is_iso & date_ok, F.make_date(y, mo, d))  # guarded: never an ANSI error
+    date_ok = is_iso & mo_ok & (d >= 1) & (d <= month_days)
     time_ok = (
         (minute < 60)
         & (sec < 60)
         & ((hour < 24) | ((hour == 24) & (minute == 0) & (sec == 0) & (frac_us == 0)))
     )
+    date = F.when(date_ok, F.make_date(y, mo, d))  # guarded: never an ANSI error
     wall_us = F.when(
-        is_iso & date.isNotNull() & time_ok,
+        date_ok & time_ok,
         (F.unix_date(date).cast("long") * 86400 + hour * 3600 + minute * 60 + sec) * 1_000_000
         + frac_us,
     )
-    off = g(9)
+    off = g(7)
     digits = F.regexp_replace(off, "[^0-9]", "")
     off_s = F.when(off == F.lit("Z"), F.lit(0)).otherwise(
         F.when(F.substring(off, 1, 1) == F.lit("-"), F.lit(-1)).otherwise(F.lit(1))
@@ -247,11 +258,14 @@ def parse_text(col: Column) -> tuple[Column, Column]:
     )
     off_ok = (F.length(digits) < 3) | (F.substring(digits, 3, 2).cast("int") < 60)
     zoned = is_iso & (off != F.lit(""))
-    epoch = F.when(is_num, num.cast("double")).when(
-        zoned & off_ok, (wall_us - off_s.cast("long") * 1_000_000) / F.lit(1e6)
+    epoch = F.coalesce(
+        F.col("num"),
+        F.col("_num").cast("double"),
+        F.when(zoned & off_ok, (wall_us - off_s.cast("long") * 1_000_000) / F.lit(1e6)),
     )
-    wall = F.when(~is_num & is_iso & (off == F.lit("")), wall_us)
-    return epoch, wall
+    wall = F.coalesce(F.col("wall0"), F.when(is_iso & (off == F.lit("")), wall_us))
+    keep = [c for c in staged.columns if c not in ("num", "wall0", "_num", "_iso")]
+    return staged.select(*keep, epoch.alias("epoch"), wall.alias("wall"))
 
 
 def resolve_epoch(epoch: Column, wall_us: Column, wall_segs: list[tuple[float, int]]) -> Column:
@@ -264,7 +278,7 @@ def resolve_epoch(epoch: Column, wall_us: Column, wall_segs: list[tuple[float, i
 
 
 def _read(spark: SparkSession, path: str, fmt: str, cfg: RollupConfig) -> DataFrame:
-    """One input → DataFrame(file, openid, epoch, wall, raw)."""
+    """One input → DataFrame(file, openid, text, num, wall0, raw) for :func:`parse_frame`."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
@@ -276,6 +290,8 @@ def _read(spark: SparkSession, path: str, fmt: str, cfg: RollupConfig) -> DataFr
                     f"choose one with {opt}"
                 )
 
+    no_num, no_wall = F.lit(None).cast("double"), F.lit(None).cast("long")
+    file = F.col("_metadata.file_path").alias("file")
     try:
         if fmt == "csv":
             df = (
@@ -286,33 +302,43 @@ def _read(spark: SparkSession, path: str, fmt: str, cfg: RollupConfig) -> DataFr
             )
             need(df.columns)
             t = F.col(f"`{cfg.time_col}`")
-            c_epoch, c_wall = parse_text(t)
             return df.select(
-                F.col("_metadata.file_path").alias("file"),
+                file,
                 F.col(f"`{cfg.openid_col}`").alias("openid"),
-                c_epoch.alias("epoch"),
-                c_wall.alias("wall"),
+                t.alias("text"),
+                no_num.alias("num"),
+                no_wall.alias("wall0"),
                 t.alias("raw"),
             )
         if fmt == "jsonl":
-            df = spark.read.text(path)
-            v = F.try_parse_json(F.col("value"))
+            lines = spark.read.text(path)
+            v = lines.where(F.trim(F.col("value")) != F.lit("")).select(
+                file, F.try_parse_json(F.col("value")).alias("v")
+            )
             po, pt = _json_path(cfg.openid_col), _json_path(cfg.time_col)
-            vo = F.try_variant_get(v, po, "variant")
-            vt = F.try_variant_get(v, pt, "variant")
-            otype, ttype = F.schema_of_variant(vo), F.schema_of_variant(vt)
-            text = F.try_variant_get(vt, "$", "string")
-            t_epoch, t_wall = parse_text(text)
+            fields = v.select(
+                "file",
+                F.try_variant_get(F.col("v"), po, "variant").alias("vo"),
+                F.try_variant_get(F.col("v"), pt, "variant").alias("vt"),
+            ).select(
+                "file",
+                "vo",
+                "vt",
+                F.schema_of_variant(F.col("vo")).alias("otype"),
+                F.schema_of_variant(F.col("vt")).alias("ttype"),
+            )
+            vo, vt, ttype = F.col("vo"), F.col("vt"), F.col("ttype")
             numeric = ttype.rlike("^(TINYINT|SMALLINT|INT|BIGINT|FLOAT|DOUBLE|DECIMAL.*)$")
-            return df.where(F.trim(F.col("value")) != F.lit("")).select(
-                F.col("_metadata.file_path").alias("file"),
-                F.when(otype == F.lit("STRING"), F.try_variant_get(vo, "$", "string")).alias(
-                    "openid"
+            return fields.select(
+                "file",
+                F.when(
+                    F.col("otype") == F.lit("STRING"), F.try_variant_get(vo, "$", "string")
+                ).alias("openid"),
+                F.when(ttype == F.lit("STRING"), F.try_variant_get(vt, "$", "string")).alias(
+                    "text"
                 ),
-                F.when(ttype == F.lit("STRING"), t_epoch)
-                .when(numeric, F.try_variant_get(vt, "$", "double"))
-                .alias("epoch"),
-                F.when(ttype == F.lit("STRING"), t_wall).alias("wall"),
+                F.when(numeric, F.try_variant_get(vt, "$", "double")).alias("num"),
+                no_wall.alias("wall0"),
                 F.coalesce(F.to_json(vt), F.lit("(missing)")).alias("raw"),
             )
         df = spark.read.parquet(path)
@@ -323,25 +349,25 @@ def _read(spark: SparkSession, path: str, fmt: str, cfg: RollupConfig) -> DataFr
     need(df.columns)
     t = F.col(f"`{cfg.time_col}`")
     tt = df.schema[cfg.time_col].dataType
-    epoch: Column | None = None
-    wall: Column | None = None
+    text, num, wall = F.lit(None).cast("string"), no_num, no_wall
     if isinstance(tt, T.TimestampType):  # with a zone (isAdjustedToUTC)
-        epoch = F.unix_micros(t) / F.lit(1e6)
+        num = F.unix_micros(t) / F.lit(1e6)
     elif isinstance(tt, T.TimestampNTZType):  # naive: the session zone is UTC, so µs = wall
         wall = F.unix_micros(t.cast("timestamp"))
     elif isinstance(tt, T.DateType):
         wall = F.unix_date(t).cast("long") * 86400 * 1_000_000
     elif isinstance(tt, T.StringType | T.BinaryType):
-        epoch, wall = parse_text(t.cast("string"))
+        text = t.cast("string")
     elif isinstance(tt, T.NumericType):
-        epoch = t.cast("double")
+        num = t.cast("double")
     else:
         raise RollupError(f"{path}: {cfg.time_col}: unsupported column type {tt.simpleString()}")
     return df.select(
-        F.col("_metadata.file_path").alias("file"),
+        file,
         F.col(f"`{cfg.openid_col}`").cast("string").alias("openid"),
-        (epoch if epoch is not None else F.lit(None).cast("double")).alias("epoch"),
-        (wall if wall is not None else F.lit(None).cast("long")).alias("wall"),
+        text.alias("text"),
+        num.alias("num"),
+        wall.alias("wall0"),
         t.cast("string").alias("raw"),
     )
 
@@ -352,6 +378,15 @@ def _json_path(name: str) -> str:
     if "'" in name:
         raise RollupError(f"JSON field names with a quote are not supported: {name!r}")
     return f"$['{name}']"
+
+
+def display_path(uri: str) -> str:
+    """Spark's file URI as the user wrote it: ``file:/tmp/a%20b.csv`` → ``/tmp/a b.csv``."""
+    if uri.startswith("file:"):
+        from urllib.parse import unquote
+
+        return "/" + unquote(uri.removeprefix("file:")).lstrip("/")
+    return uri
 
 
 def _first_line(e: BaseException) -> str:
@@ -489,11 +524,16 @@ def _rollup(
         manifest_fs.delete(manifest_path, False)  # first: a half-rewritten dir is never valid
 
     t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        timings[name] = time.perf_counter() - t0 - sum(timings.values())
+
     frames = [_read(spark, p, f, cfg) for p, f in fmts]
-    parsed = frames[0]
+    raw = frames[0]
     for f in frames[1:]:
-        parsed = parsed.unionByName(f)
-    parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+        raw = raw.unionByName(f)
+    parsed = parse_frame(raw).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # pass 1: the span of the data, for the zone offsets (naive wall times padded by 2 days)
         span = parsed.agg(
@@ -502,6 +542,7 @@ def _rollup(
             F.min("wall").alias("w0"),
             F.max("wall").alias("w1"),
         ).collect()[0]
+        lap("read+span")
         lo, hi = _bounds(span)
         pad = 2 * 86400.0
         wsegs = (
@@ -528,6 +569,7 @@ def _rollup(
             F.min(F.when(~F.col("bad"), F.col("epoch"))).alias("e0"),
             F.max(F.when(~F.col("bad"), F.col("epoch"))).alias("e1"),
         ).collect()[0]
+        lap("check")
         n_rows, n_bad = int(st["n"]), int(st["bad"] or 0)
         examples = []
         if n_bad:
@@ -535,7 +577,7 @@ def _rollup(
                 fld, problem = explain(
                     r["openid"], r["epoch"], r["raw"], cfg.openid_col, cfg.time_col
                 )
-                examples.append(f"{r['file']}: {fld}: {problem}")
+                examples.append(f"{display_path(r['file'])}: {fld}: {problem}")
         if n_bad > cfg.max_bad:
             raise TooManyBadRows(n_bad, n_rows, cfg.max_bad, examples)
         lo, hi = (st["e0"], st["e1"]) if st["e0"] is not None else (lo, hi)
@@ -550,6 +592,7 @@ def _rollup(
         # pass 3: write the data, then read back what is on disk for the manifest
         writer = pairs.write.partitionBy("day").option("compression", "zstd")
         writer.mode("overwrite" if cfg.overwrite else "errorifexists").parquet(cfg.output)
+        lap("write")
     finally:
         parsed.unpersist()
     rows, days, d0, d1 = 0, 0, None, None
@@ -569,8 +612,9 @@ def _rollup(
         d1 = back["d1"].strftime("%Y%m%d") if back["d1"] else None
     elif not fs.exists(out):
         fs.mkdirs(out)
+    lap("manifest")
     seconds = time.perf_counter() - t0
-    result = RollupResult(cfg.output, n_rows, n_bad, rows, d0, d1, days, seconds, examples)
+    result = RollupResult(cfg.output, n_rows, n_bad, rows, d0, d1, days, seconds, examples, timings)
     text = json.dumps(manifest(cfg, result, spark.version), indent=2) + "\n"
     stream = manifest_fs.create(manifest_path, True)
     try:
