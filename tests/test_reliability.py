@@ -135,9 +135,12 @@ def test_acknowledged_batches_survive_sigkill(db_path: Path) -> None:
         first = s.next + 1
     print(f"\nbatches acknowledged before the kills: {len(acked)} ({len(acked) * BATCH} users)")
 
-    # After the crash: a fresh server's index must agree with the store, and hold every ack.
+    # After the crash: a fresh server's index must agree with the store, and hold every ack;
+    # the token issued before the last kill is still valid (tokens are committed when issued).
     sp = start_server(db_path, env=env)
     try:
+        info0 = httpx.get(f"{sp.url}/wxcube/v1/info", params={"access_token": token}).json()
+        assert info0["errcode"] == 0, info0
         token = get_token(sp.url, appid, secret)
         info = httpx.get(f"{sp.url}/wxcube/v1/info", params={"access_token": token}).json()
         http_days = {}
@@ -430,3 +433,63 @@ def test_backup_restore_cli_round_trip_in_a_subprocess(
         [*run, str(new), "app", "list", "--json"], capture_output=True, text=True, check=True
     ).stdout
     assert {json.loads(x)["name"] for x in listed.splitlines()} == {"A", "B"}
+
+
+def _wait_open(pid: int, path: Path) -> None:
+    """Until process ``pid`` has ``path`` open (or has exited)."""
+    target = str(path.resolve())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            return
+        for fd in fds:
+            try:
+                if os.readlink(fd) == target:
+                    return
+            except OSError:
+                continue
+        time.sleep(0.005)
+
+
+# --- a killed CLI ingest --------------------------------------------------------------------
+def test_a_killed_ingest_applies_all_or_nothing(db_path: Path, tmp_path: Path) -> None:
+    """SIGKILL `wxcube ingest` at several moments: each file is applied whole or not at all."""
+    import duckdb
+
+    appid, _ = make_app_with_data(db_path, name="cli", timezone="UTC")
+    n = 300_000
+    files = []
+    for k in range(3):
+        f = tmp_path / f"v{k}.csv"
+        c = duckdb.connect()
+        c.execute(
+            f"COPY (SELECT 'k{k}_' || (i % {n // 2}) AS openid, 1704067200 + i * 7 AS ts "
+            f"FROM range({n}) t(i)) TO '{f}' (HEADER)"
+        )
+        c.close()
+        files.append(f)
+    outcomes = []
+    cmd = [sys.executable, "-m", "wxcube", "--db", str(db_path), "ingest", "--app", appid, "-q"]
+    for k, (f, delay) in enumerate(zip(files, (0.05, 0.3, None), strict=True)):
+        p = subprocess.Popen([*cmd, str(f)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_open(p.pid, db_path)  # the ingest has the database open: it is at work
+        if delay is not None:
+            time.sleep(delay)
+            p.send_signal(signal.SIGKILL)
+        code = p.wait(60)  # the last one runs to its end, then is checked the same way
+        with Store(db_path) as s:
+            users = (
+                s.read()
+                .execute("SELECT count(*) FROM users WHERE starts_with(openid, ?)", [f"k{k}_"])
+                .fetchall()[0][0]
+            )
+        assert users in (0, n // 2), f"file {k} half applied: {users} users"
+        assert code == 0 or code == -signal.SIGKILL
+        if code == 0:
+            assert users == n // 2, "ingest exited 0 but its visits are missing"
+        outcomes.append("applied" if users else "nothing")
+    print(f"\nkilled ingests: {outcomes}")
+    with Store(db_path) as s:  # the file still works after the kills
+        assert s.app_info(appid)["users"] == outcomes.count("applied") * (n // 2)
