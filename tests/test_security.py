@@ -89,7 +89,8 @@ def test_secrets_are_stored_as_salted_scrypt(store: Store, db_path: Path) -> Non
                 "UPDATE apps SET secret_hash = ? WHERE appid = ?", [hash_secret(same), app.appid]
             )
     h1, h2 = (r[0] for r in store.read().execute("SELECT secret_hash FROM apps").fetchall())
-    assert h1 != h2 and SCRYPT.fullmatch(h1).group(4) != SCRYPT.fullmatch(h2).group(4)  # type: ignore[union-attr]
+    m1, m2 = SCRYPT.fullmatch(h1), SCRYPT.fullmatch(h2)
+    assert h1 != h2 and m1 and m2 and m1.group(4) != m2.group(4)  # different salts
     assert all(store.check_secret(app.appid, same) for app, _ in apps)
     assert not store.check_secret(apps[0][0].appid, same.upper())
     assert not verify_secret(same, "scrypt$garbage") and not verify_secret(same, "")
