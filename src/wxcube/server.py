@@ -226,6 +226,9 @@ class WxcubeApp:
         self._as_of_cache: dict[tuple[str, int], int] = {}
         self._generation: dict[str, int] = {}
         self._answers: dict[tuple[str, str, bytes, int], tuple[int, bytes]] = {}
+        self._reading: dict[asyncio.Task[Any], float] = {}  # requests reading a body: deadline
+        self._timed_out: set[asyncio.Task[Any]] = set()
+        self._reaper: asyncio.Task[None] | None = None
         self._closed = False
         # lifespan.shutdown closes the store; test clients that cycle lifespans may turn it off
         self.close_on_shutdown = True
@@ -369,19 +372,55 @@ class WxcubeApp:
             raise ContentTooLarge(f"body larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        while True:
-            msg = await req.receive()
-            if msg["type"] == "http.disconnect":
-                raise ClientGone()
-            chunk = msg.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise ContentTooLarge(f"body larger than {limit} bytes")
-                chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
+        task = self._watch_body()
+        try:
+            while True:
+                msg = await req.receive()
+                if msg["type"] == "http.disconnect":
+                    raise ClientGone()
+                chunk = msg.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise ContentTooLarge(f"body larger than {limit} bytes")
+                    chunks.append(chunk)
+                if not msg.get("more_body", False):
+                    break
+        except asyncio.CancelledError:
+            if task is None or task not in self._timed_out:
+                raise
+            self._timed_out.discard(task)
+            task.uncancel()
+            raise SystemError_(
+                f"request body not received within {self.settings.request_timeout:g} s"
+            ) from None
+        finally:
+            if task is not None:
+                self._reading.pop(task, None)
         return b"".join(chunks)
+
+    def _watch_body(self) -> asyncio.Task[Any] | None:
+        """Register the current request for the body timeout (``request_timeout``). One reaper
+        task per loop cancels requests past their deadline: cheaper than a timer per request."""
+        timeout = self.settings.request_timeout
+        if timeout <= 0:
+            return None
+        task = asyncio.current_task()
+        if task is None:
+            return None
+        self._reading[task] = time.monotonic() + timeout
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap(timeout))
+        return task
+
+    async def _reap(self, timeout: float) -> None:
+        while self._reading:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for task, deadline in list(self._reading.items()):
+                if deadline < now and task not in self._timed_out:
+                    self._timed_out.add(task)
+                    task.cancel()
 
     async def json_body(self, req: Request) -> dict[str, Any]:
         """The body as a JSON object, whatever the Content-Type (44002, 45002, 47001)."""
