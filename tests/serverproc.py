@@ -206,9 +206,12 @@ class InProcess:
         return str(r.json()["access_token"])
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.client.aclose())
-        self.loop.close()
+        import asyncio
+
         self.app.close()
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.run_until_complete(asyncio.sleep(0.01))  # let the app's tasks finish
+        self.loop.close()
 
 
 def sample_visits(

@@ -602,3 +602,45 @@ def test_access_log_has_rid_and_no_secrets(tmp_path: Path) -> None:
 def test_every_kind_has_a_route(world: World) -> None:
     for kind in KINDS.values():
         assert kind.path in world.app._routes
+
+
+def test_a_body_that_never_arrives_times_out(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    w = World(tmp_path, request_timeout=0.3)
+    try:
+        tok = w.token()
+        sent: list[dict[str, Any]] = []
+
+        async def call() -> None:
+            chunks = [{"type": "http.request", "body": b'{"vis', "more_body": True}]
+
+            async def receive() -> dict[str, Any]:
+                if chunks:
+                    return chunks.pop()
+                await asyncio.sleep(3600)  # the rest of the body never comes
+                raise AssertionError("unreachable")
+
+            async def send(msg: dict[str, Any]) -> None:
+                sent.append(msg)
+
+            scope = {
+                "type": "http",
+                "method": "POST",
+                "path": "/wxcube/v1/visits",
+                "query_string": f"access_token={tok}".encode(),
+                "headers": [],
+            }
+            await w.app(scope, receive, send)
+
+        t0 = time.monotonic()
+        w.api.loop.run_until_complete(asyncio.wait_for(call(), 5))
+        assert time.monotonic() - t0 < 2
+        body = orjson.loads(sent[1]["body"])
+        assert body["errcode"] == -1 and "not received within 0.3 s" in body["errmsg"]
+        # the server goes on answering
+        r = w.post("/wxcube/v1/visits", {"visits": [{"openid": "t", "ts": 1712282400}]}, tok)
+        assert r.json()["accepted"] == 1
+    finally:
+        w.api.close()

@@ -280,6 +280,9 @@ class WxcubeApp:
         if self._closed:
             return
         self._closed = True
+        reaper = self._reaper
+        if reaper is not None and not reaper.done() and not reaper.get_loop().is_closed():
+            reaper.get_loop().call_soon_threadsafe(reaper.cancel)
         self.access.flush()
         self.writer.shutdown(wait=True)
         self.readers.shutdown(wait=True)
