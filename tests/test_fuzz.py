@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wxcube.errors import DataFormatError, DateFormatError, DateRangeError, InputError
+from wxcube.ingest import FORMATS as FORMATS_
 from wxcube.ingest import MAX_EPOCH, MAX_OPENID, Source, ingest_files, ingest_records
 from wxcube.periods import DAY, KINDS, MONTH, WEEK, fmt, parse_date, parse_period
 from wxcube.store import Store
@@ -531,3 +532,38 @@ def test_a_wide_batch_is_not_slow(fuzz_store: tuple[Store, dict[str, str]]) -> N
         store, apps["America/New_York"], [{"openid": "w", "ts": 1}, {"openid": "w", "ts": 4.1e9}]
     )
     assert time.perf_counter() - t0 < 1.0
+
+
+# --- whole files of anything ----------------------------------------------------------------
+file_text = st.one_of(
+    st.text(max_size=200),
+    st.text(alphabet='openidts,;|\t"\n\r 0123456789-:TZ+.{}[]', max_size=200),
+    st.lists(st.tuples(st.text(max_size=12), st.text(max_size=25)), max_size=5).map(
+        lambda rows: "openid,ts\n" + "".join(f"{a},{b}\n" for a, b in rows)
+    ),
+)
+
+
+@SLOW
+@given(st.one_of(file_text.map(str.encode), st.binary(max_size=200)), st.sampled_from(FORMATS_))
+@example(b"", "csv")
+@example(b"openid,ts\n", "csv")
+@example(b"\xef\xbb\xbfopenid,ts\na,1700000000\n", "csv")
+@example(b"openid;ts\na;1700000000\n", "csv")
+@example(b'{"openid": "a", "ts": 1700000000}\n{', "jsonl")
+@example(b"\x1f\x8b\x08\x00garbage", "csv")
+@example(b"PAR1\x00\x00", "parquet")
+def test_any_file_is_ingested_or_refused_with_input_error(
+    fuzz_store: tuple[Store, dict[str, str]], content: bytes, fmt_: str
+) -> None:
+    store, apps = fuzz_store
+    appid = apps["UTC"]
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"any.{fmt_}"
+        path.write_bytes(content)
+        store.conn.execute("SELECT 1").fetchall()  # see test_a_refused_batch_leaves_...
+        try:
+            ingest_files(store, appid, [Source(path, fmt_)])
+        except InputError as e:
+            assert e.source == str(path), e
+            assert str(e).startswith(str(path)), e
