@@ -644,3 +644,60 @@ def test_a_body_that_never_arrives_times_out(tmp_path: Path) -> None:
         assert r.json()["accepted"] == 1
     finally:
         w.api.close()
+
+
+def test_queries_during_an_ingest_never_see_half_a_batch(tmp_path: Path) -> None:
+    """Each batch's users visit once, on one day: new == active on that day, before and
+    after the batch, and so for every answer given while the writer thread applies it."""
+    import asyncio
+    import sys
+
+    w = World(tmp_path)
+    try:
+        tok = w.token()
+        day = "20240405"
+        body = orjson.dumps(day_body(day))
+        client = w.api.client
+        torn: list[Any] = []
+        # the template's users on that day are not all new: measure the offset once
+        base = w.post(DAILY, body, tok).json()
+        offset = base["visit_uv"][0]["value"] - base["visit_uv_new"][0]["value"]
+
+        async def query_until(done: asyncio.Event) -> None:
+            k = 0
+            while not done.is_set():
+                k += 1  # a different body each time: no memoized answer, computed every time
+                varied = orjson.dumps({**day_body(day), "n": k})
+                r = await client.post(DAILY, params={"access_token": tok}, content=varied)
+                got = r.json()
+                new, act = got["visit_uv_new"][0]["value"], got["visit_uv"][0]["value"]
+                if act - new != offset:
+                    torn.append((new, act))
+                await asyncio.sleep(0)
+
+        async def round_(i: int) -> None:
+            done = asyncio.Event()
+            readers = [asyncio.ensure_future(query_until(done)) for _ in range(4)]
+            # 200 days ending on the queried one: it is the last day each half of the batch
+            # touches, so a reader between the halves would see its active users but not new
+            visits = [
+                {"openid": f"race{i}-{u}", "ts": 1712246400 + 100 - (u % 200) * 86400}
+                for u in range(4000)
+            ]
+            r = await client.post(
+                "/wxcube/v1/visits", params={"access_token": tok}, json={"visits": visits}
+            )
+            assert r.json()["accepted"] == 4000
+            done.set()
+            await asyncio.gather(*readers)
+
+        old = sys.getswitchinterval()
+        sys.setswitchinterval(0.0002)
+        try:
+            for i in range(8):
+                w.api.loop.run_until_complete(round_(i))
+        finally:
+            sys.setswitchinterval(old)
+        assert not torn, torn[:3]
+    finally:
+        w.api.close()

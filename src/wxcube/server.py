@@ -56,7 +56,7 @@ from .periods import DAY, KINDS, MONTH, WEEK, Kind, fmt, parse_date, parse_perio
 from .quotas import Quotas, parse_overrides
 from .retention import bitmap_retain
 from .settings import Settings, as_of_day
-from .store import App, ApplyResult, Store
+from .store import App, ApplyResult, Delta, Store
 from .tokens import TokenBook
 
 T = TypeVar("T")
@@ -122,6 +122,20 @@ class AccessLog:
         if self.lines:
             lines, self.lines = self.lines, []
             access_log.info("\n".join(lines))
+
+
+class ServerIndex(Index):
+    """The index with whole-batch visibility: ``apply`` (on the writer thread) and the
+    server's readers (on the event loop) take ``batch_lock``, so no answer ever mixes a
+    batch's active users with the new users it has not applied yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_lock = threading.Lock()
+
+    def apply(self, delta: Delta) -> None:
+        with self.batch_lock:
+            super().apply(delta)
 
 
 class ClientGone(Exception):
@@ -208,7 +222,7 @@ class WxcubeApp:
         self.started = time.time()
         _setup_logging()
         self.store = Store(settings.db)
-        self.index = Index()
+        self.index = ServerIndex()
         self.metrics = Metrics()
         self.access = AccessLog()
         self.quotas = Quotas(
@@ -540,9 +554,9 @@ class WxcubeApp:
             start = parse_period(kind, data.get("begin_date"), data.get("end_date"))
             kind.check_elapsed(start, as_of)
             self.require_ready()
-            body = orjson.dumps(
-                bitmap_retain(self.index.app(app.appid), kind, start, as_of).as_dict()
-            )
+            with self.index.batch_lock:
+                result = bitmap_retain(self.index.app(app.appid), kind, start, as_of)
+            body = orjson.dumps(result.as_dict())
             if key:
                 if len(self._answers) >= MAX_ANSWERS:
                     self._answers.clear()
@@ -615,7 +629,9 @@ class WxcubeApp:
         left_out = len(kind.starts(begin, end)) - len(done)
         self.require_ready()
         idx = self.index.app(app.appid)
-        items = [bitmap_retain(idx, kind, s, as_of, keys).as_dict() for s in done]
+        with self.index.batch_lock:
+            results = [bitmap_retain(idx, kind, s, as_of, keys) for s in done]
+        items = [r.as_dict() for r in results]
         return ext_ok(as_of=fmt(as_of), left_out=left_out, items=items)
 
     async def h_info(self, req: Request) -> Response:
@@ -623,7 +639,8 @@ class WxcubeApp:
         self.quotas.hit(app.appid, "info", app.timezone)
         self.require_ready()
         idx = self.index.app(app.appid)
-        span = idx.day_range()
+        with self.index.batch_lock:
+            span, users = idx.day_range(), idx.users()
         return ext_ok(
             appid=app.appid,
             name=app.name,
@@ -631,7 +648,7 @@ class WxcubeApp:
             as_of=fmt(self.as_of(app.timezone)),
             first_day=fmt(span[0]) if span else None,
             last_day=fmt(span[1]) if span else None,
-            users=idx.users(),
+            users=users,
         )
 
     # --- admin (WXCUBE_ADMIN_KEY) --------------------------------------------------------
