@@ -12,11 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -377,38 +377,50 @@ def test_damaged_or_newer_backups_are_refused(
     assert not [p for p in tmp_path.iterdir() if ".restore-" in p.name]
 
 
-@pytest.fixture
-def server_holding(filled: tuple[Path, str, str, str]) -> Iterator[tuple[Path, list[int]]]:
-    """A real server process holding the database."""
-    sp = start_server(filled[0])
+def test_backup_refused_while_served_then_restored_copy_serves_the_same(
+    filled: tuple[Path, str, str, str], tmp_path: Path
+) -> None:
+    """While a server holds the file, backup and restore refuse, naming it; once it stops,
+    the backup restored elsewhere serves the same answers to a token issued before."""
+    db, a, secret, _ = filled
+    runner = CliRunner()
+    body = orjson.dumps({"begin_date": "20240108", "end_date": "20240114"})
+    sp = start_server(db, env={"WXCUBE_AS_OF": AS_OF})
     try:
-        yield filled[0], server_pids(sp)
+        pids = server_pids(sp)
+        token = get_token(sp.url, a, secret)
+        before = httpx.post(
+            f"{sp.url}{WEEK.path}", params={"access_token": token}, content=body
+        ).json()
+        assert "ref_date" in before, before
+        res = runner.invoke(main, ["--db", str(db), "backup", str(tmp_path / "bk")])
+        assert res.exit_code == 1
+        msg = res.output
+        named = [p for p in pids if f"process {p} (" in msg]
+        assert named and "wxcube" in msg and "serve" in msg, msg
+        pid = named[0]
+        assert "stop the server" in msg and "`wxcube backup` again" in msg
+        assert "Traceback" not in msg
+        assert not (tmp_path / "bk").exists()
+        with pytest.raises(StoreLocked, match=f"process {pid}"):
+            backup(db, tmp_path / "bk")
+        # restore into the held file is refused too (from a backup of another database)
+        src = tmp_path / "copy.duckdb"
+        make_app_with_data(src, [("x", 1704067200)])
+        backup(src, tmp_path / "other")
+        res = runner.invoke(main, ["--db", str(db), "restore", "--force", str(tmp_path / "other")])
+        assert res.exit_code == 1 and f"process {pid}" in res.output, res.output
     finally:
         sp.stop()
-
-
-def test_backup_and_restore_refuse_while_a_server_holds_the_database(
-    server_holding: tuple[Path, int], tmp_path: Path
-) -> None:
-    db, pids = server_holding
-    runner = CliRunner()
-    res = runner.invoke(main, ["--db", str(db), "backup", str(tmp_path / "bk")])
-    assert res.exit_code == 1
-    msg = res.output
-    named = [p for p in pids if f"process {p} (" in msg]
-    assert named and "wxcube" in msg and "serve" in msg, msg
-    pid = named[0]
-    assert "stop the server" in msg and "`wxcube backup` again" in msg
-    assert "Traceback" not in msg
-    assert not (tmp_path / "bk").exists()
-    with pytest.raises(StoreLocked, match=f"process {pid}"):
-        backup(db, tmp_path / "bk")
-    # restore into the held file is refused too (the backup comes from a copy made before)
-    src = tmp_path / "copy.duckdb"
-    make_app_with_data(src, [("x", 1704067200)])
-    backup(src, tmp_path / "bk")
-    res = runner.invoke(main, ["--db", str(db), "restore", "--force", str(tmp_path / "bk")])
-    assert res.exit_code == 1 and f"process {pid}" in res.output, res.output
+    backup(db, tmp_path / "bk")
+    copy = tmp_path / "restored.duckdb"
+    restore(tmp_path / "bk", copy)
+    sp = start_server(copy, env={"WXCUBE_AS_OF": AS_OF})
+    try:
+        again = httpx.post(f"{sp.url}{WEEK.path}", params={"access_token": token}, content=body)
+        assert again.json() == before
+    finally:
+        sp.stop()
 
 
 def test_backup_restore_cli_round_trip_in_a_subprocess(
