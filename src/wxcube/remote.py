@@ -8,6 +8,7 @@ it as the app (a token from ``/cgi-bin/token``) and `wxcube app ... --url URL` a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from .errors import WxcubeError
 from .ingest import Progress, Source
 
 DEFAULT_BATCH = 10_000
+LOADING_WAIT = 60.0  # seconds to wait for a server that is still loading its index (61503)
 
 
 class RemoteError(WxcubeError):
@@ -63,6 +65,26 @@ class Remote:
         admin_key: str | None = None,
     ) -> dict[str, Any]:
         headers = {"authorization": f"Bearer {admin_key}"} if admin_key else {}
+        deadline = time.monotonic() + LOADING_WAIT
+        while True:
+            data = self._once(method, path, params, body, headers)
+            if data.get("errcode") == 61503 and time.monotonic() < deadline:
+                time.sleep(0.5)  # the server is still loading its index
+                continue
+            break
+        code = data.get("errcode", 0)
+        if code:
+            raise RemoteError(int(code), str(data.get("errmsg", "")))
+        return data
+
+    def _once(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str] | None,
+        body: Any,
+        headers: dict[str, str],
+    ) -> dict[str, Any]:
         try:
             r = self.http.request(
                 method, self.url + path, params=params, json=body, headers=headers
@@ -78,9 +100,6 @@ class Remote:
             ) from None
         if not isinstance(data, dict):
             raise WxcubeError(f"{self.url}{path} answered {data!r}")
-        code = data.get("errcode", 0)
-        if code:
-            raise RemoteError(int(code), str(data.get("errmsg", "")))
         return data
 
     # --- as the app ------------------------------------------------------------------------
