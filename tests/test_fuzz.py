@@ -531,7 +531,7 @@ def test_a_wide_batch_is_not_slow(fuzz_store: tuple[Store, dict[str, str]]) -> N
     ingest_records(
         store, apps["America/New_York"], [{"openid": "w", "ts": 1}, {"openid": "w", "ts": 4.1e9}]
     )
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 0.5  # ~3 s today; ~0.05 s with a span-independent walk
 
 
 # --- whole files of anything ----------------------------------------------------------------
