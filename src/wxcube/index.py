@@ -7,7 +7,9 @@ The index is only ever updated after the store has committed (see ``Index.apply`
 
 from __future__ import annotations
 
+import array
 import threading
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -18,6 +20,7 @@ from .periods import DAY, KINDS, Kind
 from .store import Delta, Store
 
 Which = Literal["active", "new"]
+WHICH: tuple[Which, Which] = ("active", "new")
 _EMPTY = BitMap()
 
 
@@ -31,7 +34,9 @@ def _group(days: npt.NDArray[np.int32], uids: npt.NDArray[np.int32]) -> dict[int
     ends = np.concatenate((bounds, [len(days)]))
     u = uids.astype(np.uint32, copy=False)
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        out[int(days[s])] = BitMap(u[s:e])
+        # array.array('I') takes pyroaring's bulk path (add_many); a numpy array would be
+        # iterated value by value, 10x slower
+        out[int(days[s])] = BitMap(array.array("I", u[s:e].tobytes()))
     return out
 
 
@@ -41,6 +46,9 @@ class AppIndex:
     def __init__(self, active: dict[int, BitMap], new: dict[int, BitMap]) -> None:
         self._days: dict[Which, dict[int, BitMap]] = {"active": active, "new": new}
         self._cache: dict[tuple[str, int, Which], BitMap] = {}
+        # retention numbers per period: {(kind, start): {k: (new ∩ P+k, active ∩ P+k)}}
+        self._answers: dict[tuple[str, int], dict[int, tuple[int, int]]] = {}
+        self._answer_keys: dict[str, set[int]] = {name: {0} for name in KINDS}
         self._lock = threading.RLock()
 
     @classmethod
@@ -62,6 +70,54 @@ class AppIndex:
                 hit = BitMap.union(*parts) if parts else BitMap()
                 self._cache[key] = hit
             return hit
+
+    def counts(self, kind: Kind, start: int, keys: Sequence[int]) -> list[tuple[int, int]]:
+        """For each k: (|new in P ∩ active in P+k|, |active in P ∩ active in P+k|), the numbers
+        of a retention answer for the period P starting at ``start``. Cached per period until an
+        ingest touches P or one of its P+k (a few dict look-ups instead of 2 intersections per
+        key: a day answer is 20 intersections, ~60 µs on this kind of machine)."""
+        with self._lock:
+            got = self._answers.setdefault((kind.name, start), {})
+            missing = [k for k in keys if k not in got]
+            if missing:
+                new0 = self.period(kind, start, "new")
+                act0 = self.period(kind, start, "active")
+                for k in missing:
+                    later = self.period(kind, kind.shift(start, k), "active")
+                    got[k] = (
+                        new0.intersection_cardinality(later),
+                        act0.intersection_cardinality(later),
+                    )
+                self._answer_keys[kind.name].update(missing)
+            return [got[k] for k in keys]
+
+    def day_bitmaps(self, which: Which) -> dict[int, BitMap]:
+        """A copy of the day -> bitmap map (for snapshots). Do not mutate the bitmaps."""
+        with self._lock:
+            return dict(self._days[which])
+
+    def warm(self) -> int:
+        """Compute every week and month union over the data's span, and the retention numbers
+        of every period (default keys), so that no query pays for them. Returns how many unions
+        were computed."""
+        span = self.day_range()
+        if span is None:
+            return 0
+        n = 0
+        for kind in KINDS.values():
+            if kind is DAY:
+                continue
+            for start in kind.starts(span[0], span[1]):
+                for which in WHICH:
+                    with self._lock:
+                        hit = (kind.name, start, which) in self._cache
+                    if not hit:
+                        self.period(kind, start, which)
+                        n += 1
+        for kind in KINDS.values():
+            for start in kind.starts(span[0], span[1]):
+                self.counts(kind, start, kind.keys)
+        return n
 
     def day_range(self) -> tuple[int, int] | None:
         active = self._days["active"]
@@ -91,9 +147,15 @@ class AppIndex:
                 new[day] = new[day] | bm if day in new else bm
                 touched.add(day)
             for kind in KINDS.values():
+                starts = {kind.start_of(d) for d in touched}
+                # P+k contains a touched day t  <=>  P starts at shift(start_of(t), -k)
+                ks = self._answer_keys[kind.name]
+                for start in starts:
+                    for k in ks:
+                        self._answers.pop((kind.name, kind.shift(start, -k)), None)
                 if kind is DAY:
                     continue
-                for start in {kind.start_of(d) for d in touched}:
+                for start in starts:
                     self._cache.pop((kind.name, start, "active"), None)
                     self._cache.pop((kind.name, start, "new"), None)
 

@@ -190,8 +190,12 @@ def _source_select(
     )
 
 
+# Cheap tests guard the costly ones (DuckDB short-circuits, and prunes on min/max statistics):
+# a string of spaces only sorts before '!', and a string of more than N characters has more
+# than N bytes. Per-row trim()/length() over every openid cost more than the whole insert.
 _BAD = (
-    f"openid IS NULL OR trim(openid) = '' OR length(openid) > {MAX_OPENID} "
+    f"openid IS NULL OR (openid < '!' AND trim(openid) = '') "
+    f"OR (strlen(openid) > {MAX_OPENID} AND length(openid) > {MAX_OPENID}) "
     f"OR epoch IS NULL OR isnan(epoch) OR epoch < 0 OR epoch >= {MAX_EPOCH}"
 )
 
