@@ -98,6 +98,7 @@ class RollupConfig:
     max_bad: int = 0
     overwrite: bool = False
     shuffle_partitions: int | None = None
+    cache: bool | None = None  # keep parsed rows between passes (default: for CSV/JSONL input)
 
 
 @dataclass
@@ -533,10 +534,14 @@ def _rollup(
     raw = frames[0]
     for f in frames[1:]:
         raw = raw.unionByName(f)
-    parsed = parse_frame(raw).persist(StorageLevel.MEMORY_AND_DISK)
+    parsed = parse_frame(raw)  # file, openid, raw, epoch, wall
+    lean = parsed.select("openid", "epoch", "wall")
+    cache = cfg.cache if cfg.cache is not None else any(f != "parquet" for _, f in fmts)
+    if cache:  # text parsing is the costly part: parse once, then three passes over the cache
+        lean = lean.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # pass 1: the span of the data, for the zone offsets (naive wall times padded by 2 days)
-        span = parsed.agg(
+        span = lean.agg(
             F.min("epoch").alias("e0"),
             F.max("epoch").alias("e1"),
             F.min("wall").alias("w0"),
@@ -550,18 +555,22 @@ def _rollup(
             if span["w0"] is not None
             else [(float("-inf"), 0)]
         )
-        epoch = resolve_epoch(F.col("epoch"), F.col("wall"), wsegs)
-        o = F.col("openid")
-        bad = (
-            o.isNull()
-            | (F.trim(o) == F.lit(""))
-            | (F.length(o) > MAX_OPENID)
-            | epoch.isNull()
-            | F.isnan(epoch)
-            | (epoch < F.lit(0.0))
-            | (epoch >= F.lit(MAX_EPOCH))
-        )
-        checked = parsed.select("file", "openid", "raw", epoch.alias("epoch"), bad.alias("bad"))
+
+        def check(df: DataFrame, *keep: str) -> DataFrame:
+            epoch = resolve_epoch(F.col("epoch"), F.col("wall"), wsegs)
+            o = F.col("openid")
+            bad = (
+                o.isNull()
+                | (F.trim(o) == F.lit(""))
+                | (F.length(o) > MAX_OPENID)
+                | epoch.isNull()
+                | F.isnan(epoch)
+                | (epoch < F.lit(0.0))
+                | (epoch >= F.lit(MAX_EPOCH))
+            )
+            return df.select(*keep, "openid", epoch.alias("epoch"), bad.alias("bad"))
+
+        checked = check(lean)
         # pass 2: count the bad rows (and the span of the good ones, for the day arithmetic)
         st = checked.agg(
             F.count(F.lit(1)).alias("n"),
@@ -572,45 +581,48 @@ def _rollup(
         lap("check")
         n_rows, n_bad = int(st["n"]), int(st["bad"] or 0)
         examples = []
-        if n_bad:
-            for r in checked.where("bad").limit(EXAMPLES).collect():
+        if n_bad:  # the slow path, only with bad rows: which file, which value
+            for r in check(parsed, "file", "raw").where("bad").limit(EXAMPLES).collect():
                 fld, problem = explain(
                     r["openid"], r["epoch"], r["raw"], cfg.openid_col, cfg.time_col
                 )
                 examples.append(f"{display_path(r['file'])}: {fld}: {problem}")
+            lap("examples")
         if n_bad > cfg.max_bad:
             raise TooManyBadRows(n_bad, n_rows, cfg.max_bad, examples)
         lo, hi = (st["e0"], st["e1"]) if st["e0"] is not None else (lo, hi)
         segs = _span(cfg.timezone, lo, hi)
+        day = F.date_from_unix_date(local_day(F.col("epoch"), segs)).alias("day")
+        parts = int(spark.conf.get("spark.sql.shuffle.partitions") or "200")
         pairs = (
             checked.where(~F.col("bad"))
-            .select("openid", F.date_from_unix_date(local_day(F.col("epoch"), segs)).alias("day"))
+            .select("openid", day)
+            .repartition(parts, "day")  # one shuffle: dedup within a day's partition
             .distinct()
-            .repartition("day")
-            .sortWithinPartitions("day", "openid")
+            .persist(StorageLevel.MEMORY_AND_DISK)
         )
-        # pass 3: write the data, then read back what is on disk for the manifest
-        writer = pairs.write.partitionBy("day").option("compression", "zstd")
-        writer.mode("overwrite" if cfg.overwrite else "errorifexists").parquet(cfg.output)
-        lap("write")
-    finally:
-        parsed.unpersist()
-    rows, days, d0, d1 = 0, 0, None, None
-    if n_rows - n_bad > 0:
-        back = (
-            spark.read.parquet(cfg.output)
-            .agg(
+        try:
+            # pass 3: the distinct pairs (kept for the write), then the data, then the manifest
+            out_st = pairs.agg(
                 F.count(F.lit(1)).alias("rows"),
                 F.count_distinct("day").alias("days"),
                 F.min("day").alias("d0"),
                 F.max("day").alias("d1"),
-            )
-            .collect()[0]
-        )
-        rows, days = int(back["rows"]), int(back["days"])
-        d0 = back["d0"].strftime("%Y%m%d") if back["d0"] else None
-        d1 = back["d1"].strftime("%Y%m%d") if back["d1"] else None
-    elif not fs.exists(out):
+            ).collect()[0]
+            lap("dedup")
+            writer = pairs.sortWithinPartitions("day", "openid").write.partitionBy("day")
+            writer = writer.option("compression", "zstd")
+            writer.mode("overwrite" if cfg.overwrite else "errorifexists").parquet(cfg.output)
+            lap("write")
+        finally:
+            pairs.unpersist()
+    finally:
+        if cache:
+            lean.unpersist()
+    rows, days = int(out_st["rows"]), int(out_st["days"])
+    d0 = out_st["d0"].strftime("%Y%m%d") if out_st["d0"] else None
+    d1 = out_st["d1"].strftime("%Y%m%d") if out_st["d1"] else None
+    if not fs.exists(out):  # no valid rows: an empty roll-up is still a roll-up
         fs.mkdirs(out)
     lap("manifest")
     seconds = time.perf_counter() - t0
