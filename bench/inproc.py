@@ -120,8 +120,9 @@ WITH v AS (SELECT DISTINCT openid, timezone('{tz}', ts)::DATE AS day FROM visits
      p AS (SELECT DISTINCT openid FROM v WHERE day BETWEEN DATE '{s}' AND DATE '{e}'),
      k AS (SELECT * FROM (VALUES {values}) k(key, s, e))
 SELECT k.key,
-       count(*) FILTER (WHERE f.first_day BETWEEN DATE '{s}' AND DATE '{e}') AS visit_uv_new,
-       count(*) AS visit_uv
+       count(DISTINCT v.openid) FILTER (WHERE f.first_day BETWEEN DATE '{s}' AND DATE '{e}')
+           AS visit_uv_new,
+       count(DISTINCT v.openid) AS visit_uv
 FROM k JOIN v ON v.day BETWEEN k.s AND k.e JOIN p USING (openid) JOIN f USING (openid)
 GROUP BY k.key
 """

@@ -231,7 +231,9 @@ def markdown(res: dict[str, Any]) -> str:
             i = h["ingest"]
             lines.append(
                 f"- HTTP ingest: {i['visits']:,} visits in {i['batches']} batches of "
-                f"{i['batch_size']:,} in {i['seconds']} s = {i['visits_per_s']:,} visits/s"
+                f"{i['batch_size']:,} from {i['clients']} connections in {i['seconds']} s = "
+                f"{i['visits_per_s']:,} visits/s (after a first, untimed batch of "
+                f"{i['first_batch_visits']:,} that took {i['first_batch_s']} s)"
             )
         if "cold_start_s" in h:
             lines.append(
@@ -261,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrk-seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--http-batches", type=int, default=50)
+    ap.add_argument("--http-clients", type=int, default=2, help="concurrent ingest connections")
+    ap.add_argument("--http-batch", type=int, default=10_000, help="visits per HTTP batch")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args(argv)
 
@@ -334,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 conns=a.connections,
                 seconds=a.wrk_seconds,
                 max_batches=a.http_batches,
+                clients=a.http_clients,
+                batch=a.http_batch,
                 log=log,
             )
     finally:

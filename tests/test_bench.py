@@ -37,7 +37,7 @@ def test_bench_runs_at_tiny_scale(tmp_path: Path) -> None:
     http = shutil.which("wrk") is not None
     args = ["--scale", "0.01", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path)]
     args += ["--reps", "1", "--sql-per-kind", "2", "--raw-per-kind", "1"]
-    args += ["--wrk-seconds", "1", "--http-batches", "2"]
+    args += ["--wrk-seconds", "1", "--http-batches", "3", "--http-batch", "1000"]
     if not http:
         args.append("--no-http")
     assert main(args) == 0

@@ -298,13 +298,11 @@ def _finish_staging(conn: duckdb.DuckDBPyConnection, app_tz: str) -> str:
     return "_staged"
 
 
-def stage_records(
-    conn: duckdb.DuckDBPyConnection, visits: object, naive_tz: str, app_tz: str
-) -> str:
-    """Validate HTTP records ``[{"openid": str, "ts": number | str}, ...]`` (47001 names the
-    row and field) and stage them like a file."""
-    if not isinstance(visits, list):
-        raise DataFormatError("visits: expected an array of {openid, ts} objects")
+_Columns = tuple[list[str | None], list[float | None], list[str | None]]
+
+
+def _columns_checked(visits: list[Any]) -> _Columns:
+    """(openids, numeric ts, text ts) of HTTP records; 47001 names the first bad row."""
     openids: list[str | None] = []
     nums: list[float | None] = []
     texts: list[str | None] = []
@@ -322,6 +320,48 @@ def stage_records(
             raise DataFormatError(f"visits[{i}].ts: {t!r} {TS_HINT}")
         nums.append(float(t) if isinstance(t, int | float) else None)
         texts.append(t if isinstance(t, str) else None)
+    return openids, nums, texts
+
+
+def _columns_fast(visits: list[Any]) -> _Columns | None:
+    """The same columns as :func:`_columns_checked` for valid records, twice as fast (the
+    common case: exact types first); None at the first doubt, and the checked loop then
+    names the bad row."""
+    openids: list[str | None] = []
+    nums: list[float | None] = []
+    texts: list[str | None] = []
+    add_o, add_n, add_t = openids.append, nums.append, texts.append
+    for v in visits:
+        if not isinstance(v, dict):
+            return None
+        o = v.get("openid")
+        t: Any = v.get("ts")
+        if not isinstance(o, str) or len(o) > MAX_OPENID or not o.strip():
+            return None
+        add_o(o)
+        tt = type(t)
+        if tt is int or tt is float:
+            add_n(float(t))
+            add_t(None)
+        elif isinstance(t, str):
+            add_n(None)
+            add_t(t)
+        elif isinstance(t, int | float) and not isinstance(t, bool):
+            add_n(float(t))
+            add_t(None)
+        else:
+            return None
+    return openids, nums, texts
+
+
+def stage_records(
+    conn: duckdb.DuckDBPyConnection, visits: object, naive_tz: str, app_tz: str
+) -> str:
+    """Validate HTTP records ``[{"openid": str, "ts": number | str}, ...]`` (47001 names the
+    row and field) and stage them like a file."""
+    if not isinstance(visits, list):
+        raise DataFormatError("visits: expected an array of {openid, ts} objects")
+    openids, nums, texts = _columns_fast(visits) or _columns_checked(visits)
     tbl = pa.table(
         {
             "openid": pa.array(openids, pa.string()),

@@ -162,8 +162,14 @@ class Store:
             raise StoreError(f"cannot open {self.path}: {e}") from None
         except duckdb.Error as e:
             raise StoreError(f"cannot open {self.path}: {e}") from None
-        if not read_only:
-            self.migrate()
+        try:
+            if read_only:
+                self._check_version(self.schema_version())
+            else:
+                self.migrate()
+        except BaseException:
+            self.conn.close()
+            raise
 
     # --- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -177,13 +183,18 @@ class Store:
         self.close()
 
     def schema_version(self) -> int:
-        row = self.conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
-        ).fetchone()
-        if not row or not row[0]:
-            return 0
-        v = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        return int(v[0]) if v and v[0] is not None else 0
+        n = _one(
+            self.conn,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'",
+        )
+        return _one(self.conn, "SELECT max(version) FROM schema_version") if n else 0
+
+    def _check_version(self, current: int) -> None:
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {current}; this wxcube knows up to "
+                f"{SCHEMA_VERSION}. Upgrade wxcube."
+            )
 
     def migrate(self) -> None:
         with self.write() as c:
@@ -192,11 +203,7 @@ class Store:
                 "(version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)"
             )
             current = self.schema_version()
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema version {current}; this wxcube knows up to "
-                    f"{SCHEMA_VERSION}. Upgrade wxcube."
-                )
+            self._check_version(current)
             for v in range(current, SCHEMA_VERSION):
                 c.execute(MIGRATIONS[v])
                 c.execute("INSERT INTO schema_version VALUES (?, now())", [v + 1])
@@ -321,10 +328,15 @@ class Store:
         if appid not in self._mirrored:
             c.execute(
                 f"CREATE OR REPLACE TEMP TABLE {mirror} AS "
-                "SELECT openid, uid, first_day FROM users WHERE app = ?",
+                "SELECT hash(openid) AS h, openid, uid, first_day FROM users WHERE app = ?",
                 [appid],
             )
-        return mirror
+        # join on the (integer) hash first, then on the openid itself: exact, and the scan
+        # never hashes two million strings
+        return (
+            f"(SELECT m.openid, m.uid, m.first_day FROM {mirror} m "
+            "JOIN (SELECT DISTINCT hash(openid) AS h FROM _firsts) q USING (h))"
+        )
 
     def _apply(self, appid: str, staged: str, mirror: str | None, want_delta: bool) -> ApplyResult:
         with self.write() as c:
@@ -355,7 +367,9 @@ class Store:
                 "INSERT INTO users SELECT $app, openid, uid, d FROM _newusers", {"app": appid}
             )
             if mirror is not None:
-                c.execute(f"INSERT INTO {mirror} SELECT openid, uid, d FROM _newusers")
+                c.execute(
+                    f"INSERT INTO {mirror} SELECT hash(openid), openid, uid, d FROM _newusers"
+                )
             c.execute("UPDATE apps SET next_uid = next_uid + ? WHERE appid = ?", [new_users, appid])
             c.execute(
                 "CREATE OR REPLACE TEMP TABLE _moved AS "
@@ -441,5 +455,7 @@ def _mirror_name(appid: str) -> str | None:
 
 
 def _one(c: duckdb.DuckDBPyConnection, sql: str, params: Any = None) -> int:
-    row = c.execute(sql, params).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    """First column of the first row as int (0 for none). ``fetchall``, never ``fetchone``:
+    an unfinished result left on the shared connection breaks the next statement."""
+    rows = c.execute(sql, params).fetchall()
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
