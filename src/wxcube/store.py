@@ -318,6 +318,16 @@ class Store:
             self._mirrored.add(appid)  # only once the transaction that made it committed
         return result
 
+    def mirror_users(self, appid: str) -> None:
+        """Build the in-memory users mirror of ``appid`` now, so that the first small batch of
+        a long-lived writer (the server, at start) does not pay for it."""
+        mirror = _mirror_name(appid)
+        if mirror is None or appid in self._mirrored:
+            return
+        with self.write() as c:
+            self._users_source(c, appid, mirror)
+        self._mirrored.add(appid)
+
     def _users_source(self, c: duckdb.DuckDBPyConnection, appid: str, mirror: str | None) -> str:
         """Where to look openids up. A long-lived writer (the server: callers that maintain an
         index) keeps each app's users in an in-memory temp table: scanning 2M openids there
