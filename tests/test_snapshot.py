@@ -127,3 +127,18 @@ def test_damaged_or_foreign_snapshot_is_ignored(store: Store) -> None:
     index, info = snapshot.load(store)
     assert info.rebuilt == [app.appid] and info.reason == "damaged snapshot"
     assert _answers(index.apps[app.appid], False) == _sql(store, app.appid)
+
+
+def test_load_all_goes_through_the_snapshot(store: Store) -> None:
+    app, _ = store.create_app("s")
+    ingest_records(store, app.appid, _visits(random.Random(2), 800, 150, 0, 100))
+    want = _sql(store, app.appid)
+    first = Index()
+    first.load_all(store)  # rebuilds, then writes the snapshot
+    assert first.ready and snapshot.path_for(store.path).exists()
+    _, info = snapshot.load(store)
+    assert info.loaded == [app.appid] and not info.stale
+    second = Index()
+    second.load_all(store)
+    assert _answers(second.app(app.appid), False) == want
+    assert _answers(first.app(app.appid), True) == want

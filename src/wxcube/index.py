@@ -169,9 +169,16 @@ class Index:
         self._lock = threading.Lock()
 
     def load_all(self, store: Store) -> None:
-        for app in store.apps():
-            self.apps[app.appid] = AppIndex.load(store, app.appid)
+        """Every app's bitmaps, from the snapshot beside the database where it is still valid
+        for that app (see :mod:`wxcube.snapshot`), rebuilt from the store otherwise; every
+        union and answer is precomputed, and a stale snapshot is rewritten."""
+        from . import snapshot
+
+        loaded, info = snapshot.load(store)
+        self.apps.update(loaded.apps)
         self.ready = True
+        if info.stale:
+            snapshot.try_save(store, self)
 
     def app(self, appid: str) -> AppIndex:
         with self._lock:

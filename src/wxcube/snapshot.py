@@ -12,8 +12,11 @@ File format (little-endian): ``WXCSNAP1`` | u32 header length | JSON header | bi
 header maps each appid to its fingerprint and ``[day, offset, length]`` of each serialized
 (portable roaring format) bitmap of active and of new users.
 
-Writers must hold the store (``store.locked()``) so that the fingerprint and the bitmaps are
-taken at the same moment: every ingest updates the index while holding it.
+``Index.load_all`` (what ``serve`` calls at start) loads through the snapshot and rewrites it when
+an app had to be rebuilt; a server should also :func:`save` at shutdown, so that a restart after
+HTTP ingests finds it current. :func:`save` holds the store (``store.locked()``) so that the
+fingerprint and the bitmaps are taken at the same moment: every ingest updates the index while
+holding it.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ SUFFIX = ".snapshot"
 
 _FINGERPRINT_SQL = """
 SELECT a.appid, a.next_uid,
-       coalesce(x.n, 0), coalesce(x.su, 0), coalesce(x.sd, 0),
-       coalesce(u.n, 0), coalesce(u.sd, 0)
+       coalesce(x.n, 0), coalesce(x.su, 0), coalesce(x.sd, 0), coalesce(x.hx, 0),
+       coalesce(u.n, 0), coalesce(u.sd, 0), coalesce(u.hx, 0)
 FROM apps a
-LEFT JOIN (SELECT app, count(*) AS n, sum(uid) AS su, sum(day - DATE '1970-01-01') AS sd
+LEFT JOIN (SELECT app, count(*) AS n, sum(uid) AS su, sum(day - DATE '1970-01-01') AS sd,
+                  bit_xor(hash(day, uid)) AS hx
            FROM activity GROUP BY app) x ON x.app = a.appid
-LEFT JOIN (SELECT app, count(*) AS n, sum(first_day - DATE '1970-01-01') AS sd
+LEFT JOIN (SELECT app, count(*) AS n, sum(first_day - DATE '1970-01-01') AS sd,
+                  bit_xor(hash(uid, first_day)) AS hx
            FROM users GROUP BY app) u ON u.app = a.appid
 """
 
@@ -68,7 +73,8 @@ def path_for(db: str | Path) -> Path:
 
 
 def fingerprints(conn: duckdb.DuckDBPyConnection) -> dict[str, list[int]]:
-    """Per app: [next_uid, activity rows, sum(uid), sum(day), users, sum(first_day)]."""
+    """Per app: [next_uid, activity rows, sum(uid), sum(day), xor of (day, uid) hashes,
+    users, sum(first_day), xor of (uid, first_day) hashes]."""
     return {str(r[0]): [int(v) for v in r[1:]] for r in conn.execute(_FINGERPRINT_SQL).fetchall()}
 
 
@@ -83,7 +89,7 @@ def save(store: Store, index: Index, path: Path | None = None) -> Path:
         for appid, fp in fps.items():
             idx = index.apps.get(appid)
             if idx is None:
-                if fp[1] or fp[4]:
+                if fp[1] or fp[6]:
                     continue  # has data the index does not hold: let the next start rebuild it
                 idx = AppIndex({}, {})
             entry: dict[str, Any] = {"fingerprint": fp}
@@ -141,25 +147,25 @@ def load(store: Store, path: Path | None = None, *, warm: bool = True) -> tuple[
     path = path or path_for(store.path)
     info = LoadInfo(path)
     index = Index()
-    with store.locked():
+    with store.locked():  # not across the rebuilds: token writes must not wait for them
         fps = fingerprints(store.read())
-        got = _read(path)
-        if got is None:
-            info.reason = "no snapshot" if not path.exists() else "unreadable snapshot"
-        header, body = got or ({"apps": {}}, memoryview(b""))
-        for appid, fp in fps.items():
-            entry = header["apps"].get(appid)
-            idx: AppIndex | None = None
-            if entry is not None and entry.get("fingerprint") == fp:
-                try:
-                    idx = _app_from(entry, body)
-                    info.loaded.append(appid)
-                except (ValueError, TypeError, KeyError):
-                    info.reason = "damaged snapshot"
-            if idx is None:
-                idx = AppIndex.load(store, appid)
-                info.rebuilt.append(appid)
-            index.apps[appid] = idx
+    got = _read(path)
+    if got is None:
+        info.reason = "no snapshot" if not path.exists() else "unreadable snapshot"
+    header, body = got or ({"apps": {}}, memoryview(b""))
+    for appid, fp in fps.items():
+        entry = header["apps"].get(appid)
+        idx: AppIndex | None = None
+        if entry is not None and entry.get("fingerprint") == fp:
+            try:
+                idx = _app_from(entry, body)
+                info.loaded.append(appid)
+            except (ValueError, TypeError, KeyError):
+                info.reason = "damaged snapshot"
+        if idx is None:
+            idx = AppIndex.load(store, appid)
+            info.rebuilt.append(appid)
+        index.apps[appid] = idx
     if warm:
         for idx in index.apps.values():
             idx.warm()
@@ -168,13 +174,17 @@ def load(store: Store, path: Path | None = None, *, warm: bool = True) -> tuple[
 
 
 def load_or_rebuild(store: Store, path: Path | None = None) -> tuple[Index, LoadInfo]:
-    """:func:`load`, then rewrite the snapshot if any app had to be rebuilt (what `serve`
-    calls at start; it calls :func:`save` again at shutdown)."""
+    """:func:`load`, then rewrite the snapshot if any app had to be rebuilt."""
     index, info = load(store, path)
-    if info.stale and not _read_only(store):
-        save(store, index, info.path)
+    if info.stale:
+        try_save(store, index, info.path)
     return index, info
 
 
-def _read_only(store: Store) -> bool:
-    return not os.access(store.path.parent, os.W_OK)
+def try_save(store: Store, index: Index, path: Path | None = None) -> Path | None:
+    """:func:`save`, or None where the snapshot cannot be written (a read-only directory):
+    the snapshot only ever saves time."""
+    try:
+        return save(store, index, path)
+    except OSError:
+        return None
