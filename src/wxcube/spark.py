@@ -35,9 +35,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import json
-import math
 import os
 import shutil
 import sys
@@ -98,7 +98,6 @@ class RollupConfig:
     max_bad: int = 0
     overwrite: bool = False
     shuffle_partitions: int | None = None
-    cache: bool | None = None  # keep parsed rows between passes (default: for CSV/JSONL input)
 
 
 @dataclass
@@ -157,9 +156,12 @@ def tz_segments(tz: str, lo: float, hi: float) -> list[tuple[float, int]]:
     return segs
 
 
-def _span(tz: str, lo: float, hi: float) -> list[tuple[float, int]]:
-    # integral bounds: the segment starts then fall on whole seconds, as the zone's changes do
-    return tz_segments(tz, float(math.floor(lo)), float(math.ceil(hi)))
+@functools.lru_cache(maxsize=8)
+def zone_segments(tz: str) -> list[tuple[float, int]]:
+    """The offsets of ``tz`` over every valid epoch, [0, MAX_EPOCH): the offsets that
+    ``wxcube.ingest`` finds over any data span, found once, so the job needs no pass over the
+    data to learn its span. (About a second of driver time per zone.)"""
+    return tz_segments(tz, 0.0, MAX_EPOCH)
 
 
 def _tree(x: Column, bounds: Sequence[float | int], values: Sequence[int]) -> Column:
@@ -467,6 +469,8 @@ def spark_session(master: str | None = None, shuffle_partitions: int | None = No
     builder = builder.config("spark.ui.enabled", "false").config(
         "spark.ui.showConsoleProgress", "false"
     )
+    if not conf.contains("spark.log.level"):
+        builder = builder.config("spark.log.level", "WARN")
     if shuffle_partitions or local:
         n = shuffle_partitions or max(2, 2 * (os.cpu_count() or 1))
         builder = builder.config("spark.sql.shuffle.partitions", str(n))
@@ -515,6 +519,7 @@ def _rollup(
     spark: SparkSession, cfg: RollupConfig, fmts: list[tuple[str, str]], naive_tz: str
 ) -> RollupResult:
     from pyspark import StorageLevel
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     fs, out = _hadoop_fs(spark, cfg.output)
@@ -535,54 +540,57 @@ def _rollup(
     for f in frames[1:]:
         raw = raw.unionByName(f)
     parsed = parse_frame(raw)  # file, openid, raw, epoch, wall
-    lean = parsed.select("openid", "epoch", "wall")
-    cache = cfg.cache if cfg.cache is not None else any(f != "parquet" for _, f in fmts)
-    if cache:  # text parsing is the costly part: parse once, then three passes over the cache
-        lean = lean.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        # pass 1: the span of the data, for the zone offsets (naive wall times padded by 2 days)
-        span = lean.agg(
-            F.min("epoch").alias("e0"),
-            F.max("epoch").alias("e1"),
-            F.min("wall").alias("w0"),
-            F.max("wall").alias("w1"),
-        ).collect()[0]
-        lap("read+span")
-        lo, hi = _bounds(span)
-        pad = 2 * 86400.0
-        wsegs = (
-            _span(naive_tz, span["w0"] / 1e6 - pad, span["w1"] / 1e6 + pad)
-            if span["w0"] is not None
-            else [(float("-inf"), 0)]
+    wsegs, segs = zone_segments(naive_tz), zone_segments(cfg.timezone)
+    lap("zones")
+
+    def check(df: DataFrame, *keep: str) -> DataFrame:
+        epoch = resolve_epoch(F.col("epoch"), F.col("wall"), wsegs)
+        o = F.col("openid")
+        bad = (
+            o.isNull()
+            | (F.trim(o) == F.lit(""))
+            | (F.length(o) > MAX_OPENID)
+            | epoch.isNull()
+            | F.isnan(epoch)
+            | (epoch < F.lit(0.0))
+            | (epoch >= F.lit(MAX_EPOCH))
         )
+        return df.select(*keep, "openid", epoch.alias("epoch"), bad.alias("bad"))
 
-        def check(df: DataFrame, *keep: str) -> DataFrame:
-            epoch = resolve_epoch(F.col("epoch"), F.col("wall"), wsegs)
-            o = F.col("openid")
-            bad = (
-                o.isNull()
-                | (F.trim(o) == F.lit(""))
-                | (F.length(o) > MAX_OPENID)
-                | epoch.isNull()
-                | F.isnan(epoch)
-                | (epoch < F.lit(0.0))
-                | (epoch >= F.lit(MAX_EPOCH))
-            )
-            return df.select(*keep, "openid", epoch.alias("epoch"), bad.alias("bad"))
-
-        checked = check(lean)
-        # pass 2: count the bad rows (and the span of the good ones, for the day arithmetic)
-        st = checked.agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum(F.col("bad").cast("long")).alias("bad"),
-            F.min(F.when(~F.col("bad"), F.col("epoch"))).alias("e0"),
-            F.max(F.when(~F.col("bad"), F.col("epoch"))).alias("e1"),
+    # one pass over the input: count rows and bad rows on the way, keep the distinct pairs
+    counts = Observation("wxcube-rollup-rows")
+    checked = check(parsed.select("openid", "epoch", "wall")).observe(
+        counts,
+        F.count(F.lit(1)).alias("n"),
+        F.coalesce(F.sum(F.col("bad").cast("long")), F.lit(0)).alias("bad"),
+    )
+    # no Filter before the barrier (the cache): Spark would push it down and inline the offset
+    # trees into one enormous predicate; bad rows collapse into one (NULL, NULL) pair instead
+    bad = F.col("bad")
+    day = F.date_from_unix_date(local_day(F.col("epoch"), segs))
+    parts = int(spark.conf.get("spark.sql.shuffle.partitions") or "200")
+    pairs = (
+        checked.select(
+            F.when(~bad, F.col("openid")).alias("openid"), F.when(~bad, day).alias("day")
+        )
+        .repartition(parts, "day")  # one shuffle: dedup within a day's partition
+        .distinct()
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    good = pairs.where(F.col("day").isNotNull())
+    try:
+        out_st = good.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count_distinct("day").alias("days"),
+            F.min("day").alias("d0"),
+            F.max("day").alias("d1"),
         ).collect()[0]
-        lap("check")
-        n_rows, n_bad = int(st["n"]), int(st["bad"] or 0)
+        lap("read+dedup")
+        n_rows, n_bad = int(counts.get["n"]), int(counts.get["bad"])
         examples = []
         if n_bad:  # the slow path, only with bad rows: which file, which value
-            for r in check(parsed, "file", "raw").where("bad").limit(EXAMPLES).collect():
+            top = check(parsed, "file", "raw").orderBy(F.col("bad").desc()).limit(EXAMPLES)
+            for r in (r for r in top.collect() if r["bad"]):  # top-k: no Filter to push down
                 fld, problem = explain(
                     r["openid"], r["epoch"], r["raw"], cfg.openid_col, cfg.time_col
                 )
@@ -590,35 +598,12 @@ def _rollup(
             lap("examples")
         if n_bad > cfg.max_bad:
             raise TooManyBadRows(n_bad, n_rows, cfg.max_bad, examples)
-        lo, hi = (st["e0"], st["e1"]) if st["e0"] is not None else (lo, hi)
-        segs = _span(cfg.timezone, lo, hi)
-        day = F.date_from_unix_date(local_day(F.col("epoch"), segs)).alias("day")
-        parts = int(spark.conf.get("spark.sql.shuffle.partitions") or "200")
-        pairs = (
-            checked.where(~F.col("bad"))
-            .select("openid", day)
-            .repartition(parts, "day")  # one shuffle: dedup within a day's partition
-            .distinct()
-            .persist(StorageLevel.MEMORY_AND_DISK)
-        )
-        try:
-            # pass 3: the distinct pairs (kept for the write), then the data, then the manifest
-            out_st = pairs.agg(
-                F.count(F.lit(1)).alias("rows"),
-                F.count_distinct("day").alias("days"),
-                F.min("day").alias("d0"),
-                F.max("day").alias("d1"),
-            ).collect()[0]
-            lap("dedup")
-            writer = pairs.sortWithinPartitions("day", "openid").write.partitionBy("day")
-            writer = writer.option("compression", "zstd")
-            writer.mode("overwrite" if cfg.overwrite else "errorifexists").parquet(cfg.output)
-            lap("write")
-        finally:
-            pairs.unpersist()
+        writer = good.sortWithinPartitions("day", "openid").write.partitionBy("day")
+        writer = writer.option("compression", "zstd")
+        writer.mode("overwrite" if cfg.overwrite else "errorifexists").parquet(cfg.output)
+        lap("write")
     finally:
-        if cache:
-            lean.unpersist()
+        pairs.unpersist()
     rows, days = int(out_st["rows"]), int(out_st["days"])
     d0 = out_st["d0"].strftime("%Y%m%d") if out_st["d0"] else None
     d1 = out_st["d1"].strftime("%Y%m%d") if out_st["d1"] else None
@@ -634,14 +619,6 @@ def _rollup(
     finally:
         stream.close()
     return result
-
-
-def _bounds(row: Any) -> tuple[float, float]:
-    vals = [row["e0"], row["e1"]]
-    if row["w0"] is not None:
-        vals += [row["w0"] / 1e6, row["w1"] / 1e6]
-    vals = [v for v in vals if v is not None and v == v and 0 <= v < MAX_EPOCH]
-    return (min(vals), max(vals)) if vals else (0.0, 0.0)
 
 
 class TooManyBadRows(RollupError):
