@@ -142,3 +142,18 @@ def test_load_all_goes_through_the_snapshot(store: Store) -> None:
     second.load_all(store)
     assert _answers(second.app(app.appid), False) == want
     assert _answers(first.app(app.appid), True) == want
+
+
+def test_closing_the_store_saves_what_was_ingested_since(tmp_path: Path) -> None:
+    db = tmp_path / "x.duckdb"
+    with Store(db) as store:
+        app, _ = store.create_app("s")
+        ingest_records(store, app.appid, _visits(random.Random(3), 600, 150, 0, 60))
+        live = Index()
+        live.load_all(store)
+        ingest_records(store, app.appid, _visits(random.Random(4), 300, 200, 50, 100), index=live)
+        want = _sql(store, app.appid)
+    with Store(db) as store:
+        index, info = snapshot.load(store)
+        assert info.loaded == [app.appid] and not info.stale  # written at close, current
+        assert _answers(index.apps[app.appid], False) == want

@@ -166,6 +166,7 @@ class Index:
     def __init__(self) -> None:
         self.apps: dict[str, AppIndex] = {}
         self.ready = False
+        self._changed = False  # applied a delta since load_all
         self._lock = threading.Lock()
 
     def load_all(self, store: Store) -> None:
@@ -179,6 +180,15 @@ class Index:
         self.ready = True
         if info.stale:
             snapshot.try_save(store, self)
+        # ingests from now on make the snapshot stale: write it again when the store closes
+        # (a server's shutdown), so that a restart loads it instead of rebuilding
+        self._changed = False
+
+        def save_if_changed() -> None:
+            if self._changed:
+                snapshot.try_save(store, self)
+
+        store.on_close(save_if_changed)
 
     def app(self, appid: str) -> AppIndex:
         with self._lock:
@@ -189,3 +199,4 @@ class Index:
 
     def apply(self, delta: Delta) -> None:
         self.app(delta.appid).apply(delta)
+        self._changed = True

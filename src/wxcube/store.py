@@ -8,13 +8,14 @@ cost memory and slow bulk inserts several-fold, and there is exactly one writer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,7 @@ class Store:
         # apps whose users (openid -> uid, first_day) are mirrored in an in-memory temp table,
         # see _users_source
         self._mirrored: set[str] = set()
+        self._before_close: list[Callable[[], None]] = []
         if read_only and not self.path.exists():
             raise StoreError(f"{self.path} does not exist (create an app first: wxcube app create)")
         try:
@@ -172,8 +174,18 @@ class Store:
             raise
 
     # --- lifecycle ---------------------------------------------------------------------
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` (with the store still open) when the store is closed: an index loaded
+        from this store writes its snapshot then (see ``Index.load_all``)."""
+        self._before_close.append(fn)
+
     def close(self) -> None:
         with self._lock:
+            hooks, self._before_close = self._before_close, []
+            for fn in hooks:
+                # a snapshot only saves time: never fail a close for it
+                with contextlib.suppress(Exception):
+                    fn()
             self.conn.close()
 
     def __enter__(self) -> Store:
