@@ -419,3 +419,22 @@ def test_without_pyspark_the_command_says_how_to_install_it(tmp_path: Path) -> N
     assert (r.returncode, r.stderr) == (1, f"error: {wspark.INSTALL_HINT}\n")
     r = subprocess.run([*script, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--max-bad" in r.stdout
+
+
+def test_all_rows_bad_gives_an_empty_rollup_that_loads(spark: Any, tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"openid": "a", "ts": true}\nnot json\n\n{"openid": "b", "ts": -1}\n')
+    out = tmp_path / "empty"
+    cfg = wspark.RollupConfig((str(src),), "wx1", "UTC", str(out), max_bad=3)
+    result = wspark.run(cfg, spark)
+    assert (result.rows_read, result.bad_rows, result.rows, result.min_day) == (3, 3, 0, None)
+    assert sorted(e.split(": ", 1)[1] for e in result.examples) == [
+        "openid: missing or empty (or not a string)",
+        "ts: '-1' is out of range (Unix seconds 1970..2100; milliseconds?)",
+        "ts: 'true' is not a Unix time or ISO-8601 timestamp",
+    ]
+    with Store(tmp_path / "wx.duckdb") as store:
+        app, _ = store.create_app("e", "UTC")
+        m = json.loads((out / "manifest.json").read_text())
+        (out / "manifest.json").write_text(json.dumps({**m, "app": app.appid}))
+        assert ingest_rollup(store, app.appid, out).pairs_added == 0

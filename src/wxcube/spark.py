@@ -17,13 +17,18 @@ The rules are exactly those of the single-machine ``wxcube ingest`` (``wxcube.in
   without a zone, dates, or numbers of seconds; valid epochs are [0, 4102444800);
 - an openid is a non-empty string of at most 128 characters (JSONL: a JSON string);
 - the local day is computed by the same arithmetic as ``wxcube.ingest.local_day_sql``: the
-  timezone's UTC offsets over the data's span come from Python's ``zoneinfo`` on the driver and
-  become a (binary) CASE expression, so days match the single-machine path bit for bit, DST
-  included. Spark's own zone rules (the JVM's tz database) and its lenient timestamp parser are
+  timezone's UTC offsets come from Python's ``zoneinfo`` on the driver (``tz_segments``, the
+  algorithm of ``wxcube.ingest``, over every valid epoch) and become a binary CASE tree, so days
+  match the single-machine path bit for bit, DST included. Spark's own zone rules (the JVM's tz database) and its lenient timestamp parser are
   never used: the session time zone is UTC and text is parsed by strict regular expressions.
   Naive wall times that fall in a DST gap or overlap resolve as DuckDB/ICU resolves them in
   ``wxcube ingest``: a skipped time takes the offset before the change, a repeated one the offset
   after it.
+
+One pass over the input: parse, validate (rows and bad rows counted by an ``Observation``),
+bucket, shuffle once by day and deduplicate; the distinct pairs are kept (memory, then disk) for
+the manifest's figures and the write. Only when there are bad rows is the input read again, for
+a few examples naming file, field and value.
 
 Output: ``DIR/day=YYYY-MM-DD/*.parquet`` (one string column ``openid``, distinct per day) and,
 written last, ``DIR/manifest.json`` (see :func:`manifest`): an interrupted job leaves no manifest,
