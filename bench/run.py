@@ -160,8 +160,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"# wxcube benchmark — {res['date']}",
         "",
         f"`{res['command']}` on {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM, "
-        f"Python {m['python']}, DuckDB {m['duckdb']}; load average at start "
-        f"{m['load_avg_at_start']}.",
+        f"Python {m['python']}, DuckDB {m['duckdb']}; load average (1/5/15 min) at start "
+        f"{m['load_avg_at_start']}, at end {m.get('load_avg_at_end')} (the machine is shared: "
+        "a load above 2 means other processes took CPU from the run).",
         f"Data: {ds['visits']:,} visits by {ds['users']:,} users over {ds['days']} days "
         f"({ds['first_day']}..{ds['last_day']}, {ds['timezone']}), seed {ds['seed']}.",
         "",
@@ -345,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
+    res["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     res["targets"] = targets(res)
     a.out.mkdir(parents=True, exist_ok=True)
     stem = res["date"][:10] if a.scale == 1 else f"{res['date'][:10]}-scale{a.scale:g}"
