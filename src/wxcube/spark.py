@@ -19,8 +19,9 @@ The rules are exactly those of the single-machine ``wxcube ingest`` (``wxcube.in
 - the local day is computed by the same arithmetic as ``wxcube.ingest.local_day_sql``: the
   timezone's UTC offsets come from Python's ``zoneinfo`` on the driver (``tz_segments``, the
   algorithm of ``wxcube.ingest``, over every valid epoch) and become a binary CASE tree, so days
-  match the single-machine path bit for bit, DST included. Spark's own zone rules (the JVM's tz database) and its lenient timestamp parser are
-  never used: the session time zone is UTC and text is parsed by strict regular expressions.
+  match the single-machine path bit for bit, DST included. Spark's own zone rules (the JVM's tz
+  database) and its lenient timestamp parser are never used: the session time zone is UTC and
+  text is parsed by strict regular expressions.
   Naive wall times that fall in a DST gap or overlap resolve as DuckDB/ICU resolves them in
   ``wxcube ingest``: a skipped time takes the offset before the change, a repeated one the offset
   after it.
