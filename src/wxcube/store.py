@@ -385,27 +385,32 @@ class Store:
                 {"base": base},
             )
             new_users = _one(c, "SELECT count(*) FROM _newusers")
-            c.execute(
-                "INSERT INTO users SELECT $app, openid, uid, d FROM _newusers", {"app": appid}
-            )
-            if mirror is not None:
+            if new_users:  # (statements that would change nothing are skipped: small batches)
                 c.execute(
-                    f"INSERT INTO {mirror} SELECT hash(openid), openid, uid, d FROM _newusers"
+                    "INSERT INTO users SELECT $app, openid, uid, d FROM _newusers", {"app": appid}
                 )
-            c.execute("UPDATE apps SET next_uid = next_uid + ? WHERE appid = ?", [new_users, appid])
+                if mirror is not None:
+                    c.execute(
+                        f"INSERT INTO {mirror} SELECT hash(openid), openid, uid, d FROM _newusers"
+                    )
+                c.execute(
+                    "UPDATE apps SET next_uid = next_uid + ? WHERE appid = ?", [new_users, appid]
+                )
             c.execute(
                 "CREATE OR REPLACE TEMP TABLE _moved AS "
                 "SELECT uid, old_first, d FROM _map WHERE uid IS NOT NULL AND d < old_first"
             )
-            c.execute(
-                "UPDATE users SET first_day = m.d FROM _moved m "
-                "WHERE users.app = $app AND users.uid = m.uid",
-                {"app": appid},
-            )
-            if mirror is not None:
+            if _one(c, "SELECT count(*) FROM _moved"):
                 c.execute(
-                    f"UPDATE {mirror} SET first_day = m.d FROM _moved m WHERE {mirror}.uid = m.uid"
+                    "UPDATE users SET first_day = m.d FROM _moved m "
+                    "WHERE users.app = $app AND users.uid = m.uid",
+                    {"app": appid},
                 )
+                if mirror is not None:
+                    c.execute(
+                        f"UPDATE {mirror} SET first_day = m.d FROM _moved m "
+                        f"WHERE {mirror}.uid = m.uid"
+                    )
             c.execute(
                 "CREATE OR REPLACE TEMP TABLE _new AS "
                 "WITH ids AS (SELECT openid, uid FROM _map WHERE uid IS NOT NULL "
