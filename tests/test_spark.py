@@ -195,6 +195,8 @@ def write_inputs(d: Path, tz: str) -> list[tuple[Path, str]]:
         f.write("page,openid,ts\n")
         for k in parts[0]:
             f.write(f"/index,{openids[k]},{epochs[k]!r}\n")
+        # quoting (RFC 4180) and spaces are part of the openid, as DuckDB reads them
+        f.write('/q,"o,1",1709913600\n/q," sp ",1709913600\n/q,"q""x",1709999999.5\n')
     files.append((p, "csv"))
 
     p = d / "visits.csv.gz"  # ISO-8601 with an offset, T or a space
@@ -316,7 +318,7 @@ def test_rollup_then_ingest_equals_direct_ingest(rolled: dict[str, Any]) -> None
         "wxcube-rollup",
         1,
     )
-    assert m["min_day"] == activity_a[0][1].strftime("%Y%m%d") == "20231029"
+    assert m["min_day"] == min(r[1] for r in activity_a).strftime("%Y%m%d") == "20231029"
     assert m["max_day"] == max(r[1] for r in activity_a).strftime("%Y%m%d")
     bodies_a, bodies_b = _all_bodies(direct, a), _all_bodies(via, b)
     assert len(bodies_a) > 180

@@ -307,6 +307,7 @@ def _read(spark: SparkSession, path: str, fmt: str, cfg: RollupConfig) -> DataFr
                 spark.read.option("header", True)
                 .option("inferSchema", False)
                 .option("mode", "PERMISSIVE")
+                .option("escape", '"')  # RFC 4180 doubled quotes, as DuckDB reads them
                 .csv(path)
             )
             need(df.columns)
