@@ -22,13 +22,14 @@ $(VENV)/.test: $(VENV)/.runtime
 demo: $(VENV)/.runtime
 	$(BIN)/wxcube demo
 
-# Debian packages the tests use: Chromium for the dashboard test, a Java runtime for Spark,
-# wrk for the HTTP benchmark.
+# Debian packages the tests use: Chromium (and a CJK font: the dashboard defaults to Chinese)
+# for the dashboard test, a Java runtime for Spark, wrk for the HTTP benchmark.
 system-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v java >/dev/null 2>&1 || missing="$$missing openjdk-17-jre-headless"; \
 	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	{ command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh | grep -q .; } || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \

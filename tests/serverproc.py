@@ -9,6 +9,7 @@ context waits for ``/healthz`` 200 and stops it with SIGTERM (then SIGKILL) on e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -56,6 +57,10 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        # granian's worker is a child process: make sure none outlives the test (it would
+        # keep holding the DuckDB file). The server runs in its own process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         if self._final is None:
             self._final = self.log()
             self._log.close()
@@ -89,7 +94,9 @@ def start_server(
     full_env.update(env or {})
     log = tempfile.NamedTemporaryFile(prefix="wxcube-server-", suffix=".log", delete=False)  # noqa: SIM115
     cmd = [sys.executable, "-m", "wxcube", "--db", str(db_path), "serve", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     sp = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
     if wait:
         try:

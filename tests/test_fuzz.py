@@ -84,35 +84,20 @@ def test_parse_date_accepts_exactly_real_yyyymmdd(value: object) -> None:
         assert e.message.startswith("date format error: begin_date: ")
         return
     assert got == want, f"{value!r} accepted as {got}, reference says {want}"
-    if isinstance(value, str) and value >= "1000":  # years < 1000: see the xfail below
+    if isinstance(value, str):
         assert fmt(got) == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="periods.fmt uses strftime('%Y%m%d'), which does not pad years < 1000 on glibc: "
-    "20240101-style ref_date becomes 7 characters ('9990101') for 09990101",
-)
 def test_fmt_pads_the_year() -> None:
     assert fmt(parse_date("09990101")) == "09990101"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="periods._YYYYMMDD is re.compile(r'\\d{8}'): Python's \\d matches any Unicode digit, "
-    "so full-width or Arabic-Indic digits pass as yyyymmdd instead of 61500",
-)
 @pytest.mark.parametrize("value", ["２０２４０１０１", "٢٠٢٤٠١٠١"])
 def test_parse_date_refuses_non_ascii_digits(value: str) -> None:
     with pytest.raises(DateFormatError):
         parse_date(value, "begin_date")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="periods.parse_date: a datetime.datetime is a datetime.date, and "
-    "to_daynum(datetime) raises TypeError (datetime - date)",
-)
 def test_parse_date_takes_a_datetime_as_its_date() -> None:
     assert parse_date(dt.datetime(2024, 1, 1, 23, 59), "begin_date") == parse_date("20240101")
 
@@ -517,12 +502,6 @@ def test_a_refused_batch_leaves_the_store_usable(
     assert ingest_records(store, appid, [{"openid": "r1", "ts": 1700000000}]).visits == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest.tz_segments walks the batch's span hour by hour (O(span)): two visits in "
-    "1970 and 2099 cost ~3 s of CPU under the store lock; a 100-byte POST /wxcube/v1/visits "
-    "can stall the server",
-)
 def test_a_wide_batch_is_not_slow(fuzz_store: tuple[Store, dict[str, str]]) -> None:
     import time
 
@@ -531,7 +510,7 @@ def test_a_wide_batch_is_not_slow(fuzz_store: tuple[Store, dict[str, str]]) -> N
     ingest_records(
         store, apps["America/New_York"], [{"openid": "w", "ts": 1}, {"openid": "w", "ts": 4.1e9}]
     )
-    assert time.perf_counter() - t0 < 0.5  # ~3 s today; ~0.05 s with a span-independent walk
+    assert time.perf_counter() - t0 < 2.0  # was ~3 s (hour-by-hour walk); now ~0.05 s
 
 
 # --- whole files of anything ----------------------------------------------------------------

@@ -178,11 +178,6 @@ def test_a_newer_database_is_refused_clearly(tmp_path: Path) -> None:
     c.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.Store.__init__ checks the schema version only when read_only is False: "
-    "`wxcube retain` (read-only) on a database from a newer wxcube runs its queries anyway",
-)
 def test_a_newer_database_is_refused_read_only_too(tmp_path: Path) -> None:
     db = tmp_path / "newer.duckdb"
     _newer(db)

@@ -46,6 +46,7 @@ ERRMSG: dict[int, str] = {
     45009: "reach max api daily quota limit",
     45011: "api minute-quota reach limit must slower retry next minute",
     47001: "data format error",
+    40066: "invalid url",
     61500: "date format error",
     61501: "date range error",
     61503: "计算延迟,请稍后再试",
@@ -141,6 +142,10 @@ class DailyQuotaExceeded(APIError):
 
 class MinuteQuotaExceeded(APIError):
     errcode = 45011
+
+
+class InvalidUrl(APIError):
+    errcode = 40066
 
 
 class DataFormatError(APIError):

@@ -16,7 +16,7 @@ from .errors import DateFormatError, DateRangeError
 
 EPOCH = dt.date(1970, 1, 1)
 KindName = Literal["day", "week", "month"]
-_YYYYMMDD = re.compile(r"\d{8}")
+_YYYYMMDD = re.compile(r"[0-9]{8}")  # ASCII digits only (\d admits full-width ones)
 
 
 def to_daynum(d: dt.date) -> int:
@@ -28,12 +28,15 @@ def from_daynum(n: int) -> dt.date:
 
 
 def fmt(n: int) -> str:
-    """Day number -> ``yyyymmdd``."""
-    return from_daynum(n).strftime("%Y%m%d")
+    """Day number -> ``yyyymmdd`` (zero-padded years too, unlike strftime)."""
+    d = from_daynum(n)
+    return f"{d.year:04d}{d.month:02d}{d.day:02d}"
 
 
 def parse_date(value: object, field: str = "date") -> int:
     """``yyyymmdd`` of a real date -> day number; anything else is 61500."""
+    if isinstance(value, dt.datetime):
+        value = value.date()
     if isinstance(value, dt.date):
         return to_daynum(value)
     if not isinstance(value, str) or not _YYYYMMDD.fullmatch(value):

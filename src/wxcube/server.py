@@ -45,6 +45,7 @@ from .errors import (
     InvalidAppsecret,
     InvalidCredential,
     InvalidGrantType,
+    InvalidUrl,
     RequirePost,
     StoreError,
     SystemError_,
@@ -86,16 +87,6 @@ _TYPES = {
 
 log = logging.getLogger("wxcube.server")
 access_log = logging.getLogger("wxcube.access")
-
-
-class InvalidUrl(APIError):
-    """Unknown path (WeChat answers ``40066 invalid url``)."""
-
-    errcode = 40066
-
-    @property
-    def errmsg(self) -> str:
-        return "invalid url"
 
 
 class AccessLog:
