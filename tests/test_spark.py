@@ -440,3 +440,27 @@ def test_all_rows_bad_gives_an_empty_rollup_that_loads(spark: Any, tmp_path: Pat
         m = json.loads((out / "manifest.json").read_text())
         (out / "manifest.json").write_text(json.dumps({**m, "app": app.appid}))
         assert ingest_rollup(store, app.appid, out).pairs_added == 0
+
+
+def test_naive_tz_other_than_the_apps(spark: Any, tmp_path: Path) -> None:
+    walls = [f"2024-03-{d:02d} {h:02d}:30:00" for d in (9, 10, 11) for h in range(24)]
+    walls += [f"2024-11-03 {h:02d}:{m:02d}:00" for h in range(4) for m in (0, 30, 59)]
+    csv = tmp_path / "naive.csv"
+    csv.write_text("openid,ts\n" + "".join(f"u{i % 7},{w}\n" for i, w in enumerate(walls)))
+    naive = [dt.datetime.fromisoformat(w) for w in walls]
+    pqf = tmp_path / "naive.parquet"
+    pq.write_table(pa.table({"openid": [f"p{i % 5}" for i in range(len(naive))], "ts": naive}), pqf)
+    with Store(tmp_path / "a.duckdb") as a, Store(tmp_path / "b.duckdb") as b:
+        app_a, _ = a.create_app("a", "Asia/Shanghai")
+        app_b, _ = b.create_app("b", "Asia/Shanghai")
+        sources = [Source(csv, "csv"), Source(pqf, "parquet")]
+        ingest_files(a, app_a.appid, sources, naive_tz="America/New_York")
+        out = tmp_path / "rollup"
+        cfg = wspark.RollupConfig(
+            (str(csv), str(pqf)), app_b.appid, "Asia/Shanghai", str(out),
+            naive_tz="America/New_York",
+        )  # fmt: skip
+        wspark.run(cfg, spark)
+        ingest_rollup(b, app_b.appid, out)
+        assert _tables(b, app_b.appid) == _tables(a, app_a.appid)
+        assert len(_tables(a, app_a.appid)[1]) > 25
