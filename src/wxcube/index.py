@@ -41,7 +41,8 @@ def _group(days: npt.NDArray[np.int32], uids: npt.NDArray[np.int32]) -> dict[int
 
 
 class AppIndex:
-    """Bitmaps of one app. Thread-safe: a lock guards updates and cached unions."""
+    """Bitmaps of one app. Thread-safe: one lock guards updates, cached unions and answers;
+    a multi-step read that must see one state holds :meth:`locked` (``bitmap_retain`` does)."""
 
     def __init__(self, active: dict[int, BitMap], new: dict[int, BitMap]) -> None:
         self._days: dict[Which, dict[int, BitMap]] = {"active": active, "new": new}
@@ -119,12 +120,19 @@ class AppIndex:
                 self.counts(kind, start, kind.keys)
         return n
 
+    def locked(self) -> threading.RLock:
+        """Hold it to read several things from one state: ``apply`` holds it throughout, so a
+        reader under it sees every batch whole or not at all."""
+        return self._lock
+
     def day_range(self) -> tuple[int, int] | None:
-        active = self._days["active"]
-        return (min(active), max(active)) if active else None
+        with self._lock:
+            active = self._days["active"]
+            return (min(active), max(active)) if active else None
 
     def users(self) -> int:
-        return sum(len(b) for b in self._days["new"].values())
+        with self._lock:
+            return sum(len(b) for b in self._days["new"].values())
 
     # --- writes ------------------------------------------------------------------------
     def apply(self, delta: Delta) -> None:

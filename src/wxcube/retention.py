@@ -36,13 +36,14 @@ def bitmap_retain(
 ) -> Retain:
     kind.check_elapsed(start, as_of)
     present = kind.present_keys(start, as_of, tuple(keys) if keys else None)
-    new0 = idx.period(kind, start, "new")
-    act0 = idx.period(kind, start, "active")
-    uv_new, uv = [], []
-    for k in present:
-        later = idx.period(kind, kind.shift(start, k), "active")
-        uv_new.append((k, new0.intersection_cardinality(later)))
-        uv.append((k, act0.intersection_cardinality(later)))
+    with idx.locked():  # one state: never half of a batch being applied
+        new0 = idx.period(kind, start, "new")
+        act0 = idx.period(kind, start, "active")
+        uv_new, uv = [], []
+        for k in present:
+            later = idx.period(kind, kind.shift(start, k), "active")
+            uv_new.append((k, new0.intersection_cardinality(later)))
+            uv.append((k, act0.intersection_cardinality(later)))
     return Retain(kind.ref_date(start), tuple(uv_new), tuple(uv))
 
 
