@@ -350,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     res["targets"] = targets(res)
     a.out.mkdir(parents=True, exist_ok=True)
     stem = res["date"][:10] if a.scale == 1 else f"{res['date'][:10]}-scale{a.scale:g}"
-    (a.out / f"{stem}.json").write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+    path, n = a.out / f"{stem}.json", 1
+    while path.exists():  # a second run the same day keeps the first
+        n += 1
+        path = a.out / f"{stem}-{n}.json"
+    path.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
     md = markdown(res)
     (a.out / ("latest.md" if a.scale == 1 else f"latest-scale{a.scale:g}.md")).write_text(md)
     print()

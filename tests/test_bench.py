@@ -41,7 +41,7 @@ def test_bench_runs_at_tiny_scale(tmp_path: Path) -> None:
     if not http:
         args.append("--no-http")
     assert main(args) == 0
-    (result,) = tmp_path.glob("*-scale0.01.json")
+    (result,) = tmp_path.glob("*-scale0.01*.json")
     res = json.loads(result.read_text())
     visits, _ = gen.sizes(0.01)
     assert res["dataset"]["visits"] == visits
