@@ -475,23 +475,12 @@ def test_ingest_records_any_json(fuzz_store: tuple[Store, dict[str, str]], paylo
         assert not isinstance(t, bool) and isinstance(t, int | float | str)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest.stage_records calls float(t) on any int: an integer beyond float range "
-    "(e.g. 10**400, which Python's json module parses) raises OverflowError, not 47001",
-)
 def test_ingest_records_huge_integer_is_47001(fuzz_store: tuple[Store, dict[str, str]]) -> None:
     store, apps = fuzz_store
     with pytest.raises(DataFormatError, match=r"visits\[0\]\.ts"):
         ingest_records(store, apps["UTC"], [{"openid": "a", "ts": 10**400}])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest.stage_records (line ~343) and _raise_first_bad (~283) raise after "
-    "`conn.execute(...).fetchone()`, leaving an unfinished DuckDB 2 result on store.conn; the next "
-    "ingest_records fails in conn.register with ResourceInUseException (-1 over HTTP)",
-)
 def test_a_refused_batch_leaves_the_store_usable(
     fuzz_store: tuple[Store, dict[str, str]],
 ) -> None:
@@ -548,12 +537,6 @@ def test_any_file_is_ingested_or_refused_with_input_error(
             assert str(e).startswith(str(path)), e
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ingest._BAD tests blank openids with DuckDB trim(), which strips spaces (and "
-    "U+3000, U+00A0) but not tabs or newlines, while stage_records uses str.strip(): a "
-    "tab-only openid is refused over HTTP (47001) but accepted from a file",
-)
 @SLOW
 @given(
     st.text(alphabet=" \t\n\r\x0b\x0c\xa0\u3000\u2003\u200bab", max_size=4),

@@ -8,6 +8,7 @@ field named, and nothing is applied.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -26,11 +27,17 @@ from .store import ApplyResult, Store, _check_timezone
 FORMATS = ("csv", "jsonl", "parquet")
 MAX_EPOCH = 4102444800.0  # 2100-01-01: anything later is a unit mistake (milliseconds?)
 MAX_OPENID = 128
+# What counts as blank in an openid, identically in SQL (files) and Python (HTTP records):
+# ASCII whitespace only, all of it sorting before '!'.
+WS = " \t\n\r\x0b\x0c"
+_WS_SQL = "||".join(f"chr({ord(c)})" for c in WS)
+SEGMENT_SPAN = 4 * 366 * 86400  # widest batch span bucketed by offset arithmetic
 TS_HINT = "is not a Unix time or ISO-8601 timestamp"
+OUT_OF_RANGE = "is out of range (Unix seconds 1970..2100; milliseconds?)"
 Progress = Callable[[str, float], None]  # (label, percent 0..100)
 
 _NUM_RE = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
-_OFFSET_RE = r"([zZ]|[+-]\d\d(:?\d\d)?)\s*$"
+_OFFSET_RE = r"\d:\d\d?(:\d\d?(\.\d*)?)?\s*([zZ]|[+-]\d\d(:?\d\d)?)\s*$"
 
 
 @dataclass(frozen=True)
@@ -83,11 +90,13 @@ def _offset(z: ZoneInfo, t: float) -> int:
 def tz_segments(tz: str, lo: float, hi: float) -> list[tuple[float, int]]:
     """UTC offset segments of ``tz`` covering [lo, hi]: [(from_epoch, offset_s), ...]."""
     z = ZoneInfo(tz)
-    lo, hi = max(0.0, lo), min(MAX_EPOCH, max(hi, lo))
-    segs = [(float("-inf"), _offset(z, lo))]
-    t = lo
-    while t < hi:
-        nxt = min(t + 3600.0, hi)
+    # whole seconds: offsets change on whole seconds, and integer bisection always ends
+    lo_s = math.floor(max(0.0, lo))
+    hi_s = math.ceil(min(MAX_EPOCH, max(hi, lo)))
+    segs = [(float("-inf"), _offset(z, lo_s))]
+    t = lo_s
+    while t < hi_s:
+        nxt = min(t + 3600, hi_s)
         if _offset(z, nxt) != segs[-1][1]:
             a, b = t, nxt  # offset(a) == current, offset(b) differs: find the change
             while b - a > 1:
@@ -96,17 +105,24 @@ def tz_segments(tz: str, lo: float, hi: float) -> list[tuple[float, int]]:
                     a = m
                 else:
                     b = m
-            segs.append((b, _offset(z, b)))
+            segs.append((float(b), _offset(z, b)))
         t = nxt
     return segs
+
+
+def _icu_day(epoch_col: str, tz: str) -> str:
+    date = f"timezone({_q(tz)}, to_timestamp({epoch_col}))::DATE"
+    return f"({date} - DATE '1970-01-01')::INTEGER"
 
 
 def local_day_sql(epoch_col: str, tz: str, lo: float, hi: float) -> str:
     """SQL: epoch seconds → local day number in ``tz``. Arithmetic on the zone's offsets over
     the data's span (exact, and an order of magnitude faster than per-row ICU conversion)."""
+    if hi - lo > SEGMENT_SPAN:  # rare wide spans: per-row ICU, not a long walk under the lock
+        return _icu_day(epoch_col, tz)
     segs = tz_segments(tz, lo, hi)
     if len(segs) > 256:
-        return f"(timezone({_q(tz)}, to_timestamp({epoch_col}))::DATE - DATE '1970-01-01')"
+        return _icu_day(epoch_col, tz)
     if len(segs) == 1:
         off = str(segs[0][1])
     else:
@@ -195,7 +211,7 @@ def _source_select(
 # a string of spaces only sorts before '!', and a string of more than N characters has more
 # than N bytes. Per-row trim()/length() over every openid cost more than the whole insert.
 _BAD = (
-    f"openid IS NULL OR (openid < '!' AND trim(openid) = '') "
+    f"openid IS NULL OR (openid < '!' AND trim(openid, {_WS_SQL}) = '') "
     f"OR (strlen(openid) > {MAX_OPENID} AND length(openid) > {MAX_OPENID}) "
     f"OR epoch IS NULL OR isnan(epoch) OR epoch < 0 OR epoch >= {MAX_EPOCH}"
 )
@@ -203,12 +219,12 @@ _BAD = (
 
 def _explain(openid: Any, epoch: Any, raw: Any, src: Source) -> tuple[str, str]:
     """(field, problem) of a bad row."""
-    if openid is None or not str(openid).strip():
+    if openid is None or not str(openid).strip(WS):
         return src.openid_col, "missing or empty (or not a string)"
     if len(str(openid)) > MAX_OPENID:
         return src.openid_col, f"longer than {MAX_OPENID} characters"
     if epoch is not None and epoch == epoch:  # parsed, but out of range
-        return src.time_col, f"{raw!r} is out of range (Unix seconds 1970..2100; milliseconds?)"
+        return src.time_col, f"{raw!r} {OUT_OF_RANGE}"
     return src.time_col, f"{raw!r} {TS_HINT}"
 
 
@@ -267,7 +283,7 @@ def stage_files(
                 f"reading {src.path.name}",
                 progress,
             )
-            bad = conn.execute(f"SELECT count(*) FROM _parsed WHERE {_BAD}").fetchone()
+            bad = conn.execute(f"SELECT count(*) FROM _parsed WHERE {_BAD}").fetchall()[0]
         except duckdb.Error as e:
             raise _duck_error(src, e) from None
         if bad and bad[0]:
@@ -279,18 +295,20 @@ def _raise_first_bad(conn: duckdb.DuckDBPyConnection, src: Source, naive_tz: str
     """The slow path, only on failure: number the lines to name the first bad one."""
     try:
         select, _ = _source_select(conn, src, naive_tz, numbered=True)
-        row = conn.execute(
+        rows = conn.execute(
             f"SELECT line, openid, epoch, raw FROM ({select}) WHERE {_BAD} ORDER BY line LIMIT 1"
-        ).fetchone()
+        ).fetchall()
     except duckdb.Error as e:
         raise _duck_error(src, e) from None
-    assert row is not None
+    if not rows:  # counted bad, yet no line found: never expected
+        raise InputError(str(src.path), None, None, "a row is invalid (could not locate it)")
+    row = rows[0]
     field, problem = _explain(row[1], row[2], row[3], src)
     raise InputError(str(src.path), int(row[0]), field, problem)
 
 
 def _finish_staging(conn: duckdb.DuckDBPyConnection, app_tz: str) -> str:
-    lo, hi = conn.execute("SELECT min(epoch), max(epoch) FROM _parsed").fetchone() or (0, 0)
+    lo, hi = conn.execute("SELECT min(epoch), max(epoch) FROM _parsed").fetchall()[0]
     day = local_day_sql("epoch", app_tz, float(lo or 0), float(hi or 0))
     conn.execute(
         f"CREATE OR REPLACE TEMP VIEW _staged AS "
@@ -311,7 +329,7 @@ def _columns_checked(visits: list[Any]) -> _Columns:
         if not isinstance(v, dict):
             raise DataFormatError(f"visits[{i}]: expected an object with openid and ts")
         o, t = v.get("openid"), v.get("ts")
-        if not isinstance(o, str) or not o.strip() or len(o) > MAX_OPENID:
+        if not isinstance(o, str) or not o.strip(WS) or len(o) > MAX_OPENID:
             raise DataFormatError(
                 f"visits[{i}].openid: {o!r} is not a non-empty string "
                 f"of at most {MAX_OPENID} characters"
@@ -319,7 +337,10 @@ def _columns_checked(visits: list[Any]) -> _Columns:
         openids.append(o)
         if isinstance(t, bool) or not isinstance(t, int | float | str):
             raise DataFormatError(f"visits[{i}].ts: {t!r} {TS_HINT}")
-        nums.append(float(t) if isinstance(t, int | float) else None)
+        try:
+            nums.append(float(t) if isinstance(t, int | float) else None)
+        except OverflowError:
+            raise DataFormatError(f"visits[{i}].ts: {t!r} {OUT_OF_RANGE}") from None
         texts.append(t if isinstance(t, str) else None)
     return openids, nums, texts
 
@@ -337,7 +358,7 @@ def _columns_fast(visits: list[Any]) -> _Columns | None:
             return None
         o = v.get("openid")
         t: Any = v.get("ts")
-        if not isinstance(o, str) or len(o) > MAX_OPENID or not o.strip():
+        if not isinstance(o, str) or len(o) > MAX_OPENID or not o.strip(WS):
             return None
         add_o(o)
         tt = type(t)
@@ -362,7 +383,11 @@ def stage_records(
     row and field) and stage them like a file."""
     if not isinstance(visits, list):
         raise DataFormatError("visits: expected an array of {openid, ts} objects")
-    openids, nums, texts = _columns_fast(visits) or _columns_checked(visits)
+    try:
+        fast = _columns_fast(visits)
+    except OverflowError:  # an int beyond float range: the checked loop names it
+        fast = None
+    openids, nums, texts = fast or _columns_checked(visits)
     tbl = pa.table(
         {
             "openid": pa.array(openids, pa.string()),
@@ -379,15 +404,14 @@ def stage_records(
         )
     finally:
         conn.unregister("_records")
-    row = conn.execute(
+    rows = conn.execute(
         f"SELECT i, epoch, raw FROM _parsed WHERE {_BAD} ORDER BY i LIMIT 1"
-    ).fetchone()
-    if row is not None:
+    ).fetchall()
+    if rows:
+        row = rows[0]
         i, epoch, raw = row
         if epoch is not None and epoch == epoch:
-            raise DataFormatError(
-                f"visits[{i}].ts: {raw!r} is out of range (Unix seconds 1970..2100; milliseconds?)"
-            )
+            raise DataFormatError(f"visits[{i}].ts: {raw!r} {OUT_OF_RANGE}")
         raise DataFormatError(f"visits[{i}].ts: {raw!r} {TS_HINT}")
     return _finish_staging(conn, app_tz)
 
@@ -505,9 +529,10 @@ def ingest_rollup(
                 progress,
             )
             n, bad = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE openid IS NULL OR trim(openid) = '' "
+                "SELECT count(*), count(*) FILTER (WHERE openid IS NULL "
+                f"OR trim(openid, {_WS_SQL}) = '' "
                 f"OR length(openid) > {MAX_OPENID} OR day IS NULL) FROM _rollup"
-            ).fetchone() or (0, 0)
+            ).fetchall()[0]
         except duckdb.Error as e:
             raise InputError(str(directory), None, None, str(e).splitlines()[0]) from None
         if bad:
