@@ -345,6 +345,9 @@ def _columns_checked(visits: list[Any]) -> _Columns:
     return openids, nums, texts
 
 
+MAX_INT_FLOAT = 2**1023  # ints at most this large convert to float without overflow
+
+
 def _columns_fast(visits: list[Any]) -> _Columns | None:
     """The same columns as :func:`_columns_checked` for valid records, twice as fast (the
     common case: exact types first); None at the first doubt, and the checked loop then
@@ -363,16 +366,15 @@ def _columns_fast(visits: list[Any]) -> _Columns | None:
         add_o(o)
         tt = type(t)
         if tt is int or tt is float:
+            if tt is int and not -MAX_INT_FLOAT <= t <= MAX_INT_FLOAT:
+                return None  # float() would overflow: the checked loop says out of range
             add_n(float(t))
             add_t(None)
         elif isinstance(t, str):
             add_n(None)
             add_t(t)
-        elif isinstance(t, int | float) and not isinstance(t, bool):
-            add_n(float(t))
-            add_t(None)
         else:
-            return None
+            return None  # bools, subclasses, anything else: the checked loop decides
     return openids, nums, texts
 
 
