@@ -118,8 +118,6 @@ def test_a_v1_database_opens_and_migrates(tmp_path: Path) -> None:
         r = sql_retain(s.read(), APPID, DAY, d, AS_OF).as_dict()
         assert r["visit_uv_new"][:2] == [{"key": 0, "value": 2}, {"key": 1, "value": 1}]
         assert r["visit_uv"][:2] == [{"key": 0, "value": 2}, {"key": 1, "value": 1}]
-    # (a fresh handle: Store.schema_version() leaves an unfinished result on the connection,
-    # which breaks the next ingest_records; see test_fuzz.py's xfail on the same cause)
     with Store(db) as s:
         # the write path continues from the stored next_uid
         ingest_records(

@@ -13,7 +13,6 @@ Every API error is HTTP 200 with ``APIError.body(rid)``; nothing else builds err
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hmac
 import logging
@@ -580,20 +579,11 @@ class WxcubeApp:
 
     def _ingest(self, appid: str, visits: list[Any]) -> ApplyResult:
         """On the writer thread: one all-or-nothing batch, then the index (ingest_records)."""
-        import duckdb
-
         from .ingest import ingest_records
 
-        try:
-            result = ingest_records(self.store, appid, visits, index=self.index)
-            self._generation[appid] = self._generation.get(appid, 0) + 1
-            return result
-        except BaseException:
-            # a failed validation can leave a half-read result on the shared connection, which
-            # would refuse every later batch: finish it (nothing was written)
-            with self.store.locked(), contextlib.suppress(duckdb.Error):
-                self.store.conn.fetchall()
-            raise
+        result = ingest_records(self.store, appid, visits, index=self.index)
+        self._generation[appid] = self._generation.get(appid, 0) + 1
+        return result
 
     async def h_retain(self, req: Request) -> Response:
         app = self.authenticate(req)
