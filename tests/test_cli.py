@@ -62,15 +62,20 @@ def test_retain_json_is_the_http_body(db_path: Path, tmp_path: Path) -> None:
 
 def test_retain_range_one_line_per_elapsed_period(db_path: Path, tmp_path: Path) -> None:
     appid = setup_app(db_path, tmp_path)
-    r = run(db_path, "retain", "daily", "20240327", "20240405", "--app", appid, "--format",
-            "json")
+    r = run(db_path, "retain", "daily", "20240327", "20240405", "--app", appid, "--format", "json")
     assert r.exit_code == 0
     lines = [json.loads(x) for x in r.stdout.splitlines()]
-    assert [x["ref_date"] for x in lines] == ["20240327", "20240328", "20240329", "20240330",
-                                              "20240331"]
+    assert [x["ref_date"] for x in lines] == [
+        "20240327",
+        "20240328",
+        "20240329",
+        "20240330",
+        "20240331",
+    ]
     assert "5 later period(s) have not ended by as_of 20240331" in r.stderr
-    monthly = run(db_path, "retain", "monthly", "20240201", "20240331", "--app", appid,
-                  "--format", "json")
+    monthly = run(
+        db_path, "retain", "monthly", "20240201", "20240331", "--app", appid, "--format", "json"
+    )
     feb, mar = (json.loads(x) for x in monthly.stdout.splitlines())
     assert feb["visit_uv_new"] == [{"key": 0, "value": 1}, {"key": 1, "value": 0}]
     assert mar["visit_uv_new"] == [{"key": 0, "value": 2}]

@@ -119,8 +119,9 @@ def test_parquet_time_columns(db_path: Path, tmp_path: Path, kind: str) -> None:
     if kind == "tz-aware":
         col = pa.array([t for _, t in VISITS], pa.timestamp("us", tz="Asia/Shanghai"))
     elif kind == "naive":  # read in --naive-tz: here UTC wall-clock times
-        col = pa.array([t.astimezone(dt.UTC).replace(tzinfo=None) for _, t in VISITS],
-                       pa.timestamp("ms"))
+        col = pa.array(
+            [t.astimezone(dt.UTC).replace(tzinfo=None) for _, t in VISITS], pa.timestamp("ms")
+        )
     else:
         col = pa.array([int(t.timestamp()) for _, t in VISITS], pa.int64())
     pq.write_table(pa.table({"openid": [o for o, _ in VISITS], "ts": col}), f)

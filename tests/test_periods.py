@@ -11,8 +11,19 @@ from wxcube.periods import DAY, MONTH, WEEK, Kind, fmt, kind, parse_date, parse_
 
 
 @pytest.mark.parametrize(
-    "value", ["2024-01-01", "2024011", "202401011", "20240230", "20241301", "abcdefgh", "", None,
-              20240101, " 20240101"],
+    "value",
+    [
+        "2024-01-01",
+        "2024011",
+        "202401011",
+        "20240230",
+        "20241301",
+        "abcdefgh",
+        "",
+        None,
+        20240101,
+        " 20240101",
+    ],
 )
 def test_61500_date_format(value: object) -> None:
     with pytest.raises(DateFormatError) as e:

@@ -76,9 +76,7 @@ def _write_csv(path: Path, batch: list[tuple[str, float]], tz: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario())
 def test_bitmap_equals_sql_equals_reference(sc: dict[str, object]) -> None:
     apps_spec: list[dict[str, object]] = sc["apps"]  # type: ignore[assignment]

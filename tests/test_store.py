@@ -14,9 +14,11 @@ from wxcube.store import Store, verify_secret
 
 def test_secret_is_a_salted_slow_hash(store: Store) -> None:
     app, secret = store.create_app("a")
-    stored = store.read().execute(
-        "SELECT secret_hash FROM apps WHERE appid = ?", [app.appid]
-    ).fetchall()[0][0]
+    stored = (
+        store.read()
+        .execute("SELECT secret_hash FROM apps WHERE appid = ?", [app.appid])
+        .fetchall()[0][0]
+    )
     assert stored.startswith("scrypt$") and secret not in stored
     assert verify_secret(secret, stored) and not verify_secret(secret + "x", stored)
     assert len(app.appid) == 18 and app.appid.startswith("wx")
