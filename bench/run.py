@@ -185,7 +185,12 @@ def markdown(res: dict[str, Any]) -> str:
         rows = [
             ("bitmap, period unions cached", "bitmap_cached", "us"),
             ("bitmap, cold (fresh index, no cached unions)", "bitmap_cold", "us"),
-            ("bitmap, retention numbers cached (AppIndex.counts)", "bitmap_answers", "us"),
+            (
+                "bitmap, retention numbers cached (`AppIndex.counts`, what `bitmap_retain` "
+                "gives once it reads them)",
+                "bitmap_answers",
+                "us",
+            ),
             ("SQL path (DuckDB over the activity table)", "sql", "ms"),
             ("DuckDB SQL over the raw visits", "duckdb_raw", "ms"),
             ("ClickHouse retention() (chdb) over the raw Parquet", "chdb_raw", "ms"),
