@@ -112,7 +112,7 @@ def test_remote_needs_the_app_secret(served: tuple[Path, str, str, str]) -> None
     code, _, err = cli(
         db, "retain", "daily", "20240101", "--app", appid, "--url", url, "--secret", "nope"
     )
-    assert code == 1 and "errcode 40001" in err and "rid: " in err
+    assert code == 1 and "errcode 40125" in err and "rid: " in err  # stable_token: 40125
 
 
 def test_app_commands_through_the_server_use_the_admin_key(
@@ -139,3 +139,24 @@ def test_app_commands_through_the_server_use_the_admin_key(
     assert code == 1 and "errcode 40001" in err
     code, _, err = cli(db, "app", "list", "--url", url, env={"WXCUBE_ADMIN_KEY": ""})
     assert code == 2 and "WXCUBE_ADMIN_KEY" in err
+
+
+def test_a_token_dying_mid_upload_is_renewed_and_everything_lands(tmp_path: Path) -> None:
+    """Tokens live 1 s here, the upload takes longer: every batch must still be applied
+    (the CLI renews the stable token and resends the refused batch once)."""
+    db = tmp_path / "ttl.duckdb"
+    appid, secret = make_app_with_data(db, [], name="ttl")
+    csv = tmp_path / "many.csv"
+    base = 1712000000
+    csv.write_text("openid,ts\n" + "".join(f"u{i},{base + i}\n" for i in range(20_000)))
+    with running_server(db, env={"WXCUBE_AS_OF": AS_OF, "WXCUBE_TOKEN_TTL": "1"}) as url:
+        code, out, err = cli(
+            db, "ingest", str(csv), "--app", appid, "--url", url, "--secret", secret,
+            "--batch-size", "250", "-q",
+        )  # fmt: skip
+        assert code == 0, err
+        assert "20,000 accepted" in out
+        info = httpx.get(
+            f"{url}/wxcube/v1/info", params={"access_token": get_token(url, appid, secret)}
+        ).json()
+    assert info["users"] == 20_000

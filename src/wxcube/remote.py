@@ -1,9 +1,10 @@
 """The store commands through a running server (``--url``, SPEC §5).
 
 A running server holds the DuckDB file, so `wxcube ingest|retain --url URL --secret S` talk to
-it as the app (a token from ``/cgi-bin/token``) and `wxcube app ... --url URL` as the admin
-(``WXCUBE_ADMIN_KEY``). Files are parsed locally with exactly the rules of the local path
-(``ingest.stage_files`` on an in-memory DuckDB) and sent in batches to ``/wxcube/v1/visits``.
+it as the app (a stable token, renewed if it dies during a long upload) and
+`wxcube app ... --url URL` as the admin (``WXCUBE_ADMIN_KEY``). Files are parsed locally with
+exactly the rules of the local path (``ingest.stage_files`` on an in-memory DuckDB) and sent in
+batches to ``/wxcube/v1/visits``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Remote:
             raise WxcubeError(f"--url {url!r}: expected http://HOST:PORT")
         self.url = url.rstrip("/")
         self.http = httpx.Client(timeout=timeout)
+        self._creds: tuple[str, str] | None = None  # (appid, secret) once signed in
+        self._token: str | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -104,21 +107,43 @@ class Remote:
 
     # --- as the app ------------------------------------------------------------------------
     def token(self, appid: str, secret: str) -> str:
+        """Sign in as the app with a *stable* token: unlike ``/cgi-bin/token`` it does not
+        retire the token the app's own back end is using. Remembered for :meth:`app_call`."""
+        self._creds = (appid, secret)
         data = self.call(
-            "GET",
-            "/cgi-bin/token",
-            params={"grant_type": "client_credential", "appid": appid, "secret": secret},
+            "POST",
+            "/cgi-bin/stable_token",
+            body={
+                "grant_type": "client_credential",
+                "appid": appid,
+                "secret": secret,
+                "force_refresh": False,
+            },
         )
-        return str(data["access_token"])
+        self._token = str(data["access_token"])
+        return self._token
+
+    def app_call(self, method: str, path: str, token: str, body: Any = None) -> dict[str, Any]:
+        """A call as the app; a token that died meanwhile (expired, superseded) is renewed
+        once and the same request sent again (safe: a batch applies all or nothing and
+        duplicates change nothing)."""
+        current = self._token or token
+        try:
+            return self.call(method, path, params={"access_token": current}, body=body)
+        except RemoteError as e:
+            if e.errcode not in (40001, 40014, 42001) or self._creds is None:
+                raise
+            fresh = self.token(*self._creds)
+            return self.call(method, path, params={"access_token": fresh}, body=body)
 
     def retain(
         self, token: str, kind: str, begin: str, end: str
     ) -> tuple[list[dict[str, Any]], str, int]:
         """(WeChat-shaped bodies, as_of yyyymmdd, periods left out) for a range."""
-        data = self.call(
+        data = self.app_call(
             "POST",
             "/wxcube/v1/retain",
-            params={"access_token": token},
+            token,
             body={"kind": kind, "begin_date": begin, "end_date": end},
         )
         return list(data["items"]), str(data["as_of"]), int(data.get("left_out", 0))
@@ -138,7 +163,7 @@ class Remote:
 
         from .ingest import stage_files
 
-        info = self.call("GET", "/wxcube/v1/info", params={"access_token": token})
+        info = self.app_call("GET", "/wxcube/v1/info", token)
         app_tz = str(info["timezone"])
         conn = duckdb.connect()
         try:
@@ -149,12 +174,21 @@ class Remote:
                 rows = cur.fetchmany(batch)
                 if not rows:
                     break
-                data = self.call(
-                    "POST",
-                    "/wxcube/v1/visits",
-                    params={"access_token": token},
-                    body={"visits": [{"openid": o, "ts": t} for o, t in rows]},
-                )
+                try:
+                    data = self.app_call(
+                        "POST",
+                        "/wxcube/v1/visits",
+                        token,
+                        body={"visits": [{"openid": o, "ts": t} for o, t in rows]},
+                    )
+                except WxcubeError as e:
+                    if not totals.batches:
+                        raise
+                    raise WxcubeError(
+                        f"{e}; {totals.batches} earlier batch(es) ({totals.visits:,} visits) "
+                        "were applied. Running the same command again is safe: duplicates "
+                        "change nothing"
+                    ) from None
                 totals.visits += int(data["accepted"])
                 totals.pairs_added += int(data.get("pairs_added", 0))
                 totals.duplicates += int(data.get("duplicates", 0))

@@ -318,6 +318,13 @@ def retain(
         with remote(url) as r:
             token = app_token(r, appid, secret)
             bodies, as_of_s, left_out = r.retain(token, k.name, fmt(b), fmt(e))
+        wanted = settings(ctx).as_of
+        if wanted and wanted != as_of_s:
+            click.echo(
+                f"note: the server answers as of {as_of_s}; --as-of {wanted} applies only to "
+                "a local database (start the server with WXCUBE_AS_OF to replay history)",
+                err=True,
+            )
     else:
         with open_store(ctx, read_only=True) as store:
             app = store.require_app(appid)
