@@ -171,6 +171,44 @@ def test_bad_rows_name_file_line_and_field_and_apply_nothing(
     assert state(db_path) == before
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "short.csv",
+            "openid,ts\nu1,1709251200\nu2\n",
+            "short.csv:3: expected 2 fields (openid,ts), found 1",
+        ),
+        (
+            "long.csv",
+            "openid,ts\nu1,1709251200\nu2,1,x\n",
+            "long.csv:3: expected 2 fields (openid,ts), found 3",
+        ),
+        ("blank.csv", "openid,ts\nu1,1709251200\n\n\nu2,xx\n", "blank.csv:5: ts: 'xx' is not"),
+        ("multi.csv", 'openid,ts\n"u\n1",1709251200\nu3,bad\n', "multi.csv:4: ts: 'bad' is not"),
+        ("empty.csv", "", "empty.csv:1: empty: expected a header line"),
+        ("bad.jsonl", '{"openid":"a","ts":1}\n{bad\n', "bad.jsonl:2: not valid JSON"),
+        (
+            "gap.jsonl",
+            '{"openid":"a","ts":1}\n\n{"openid":"b","ts":"xx"}\n',
+            "gap.jsonl:3: ts: 'xx' is",
+        ),
+        ("arr.json", '[{"openid":"a","ts":1}]\n', "arr.json:1: expected one JSON object per line"),
+    ],
+)
+def test_malformed_files_name_the_physical_line(
+    db_path: Path, tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    appid = new_app(db_path)
+    f = tmp_path / name
+    f.write_text(content)
+    before = state(db_path)
+    r = run(db_path, "ingest", str(f), "--app", appid)
+    assert r.exit_code == 1
+    assert message in r.stderr, r.stderr
+    assert state(db_path) == before
+
+
 def test_bad_jsonl_line_is_named(db_path: Path, tmp_path: Path) -> None:
     appid = new_app(db_path)
     f = tmp_path / "v.jsonl"

@@ -7,14 +7,17 @@ field named, and nothing is applied.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import gzip
+import json
 import math
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -156,12 +159,19 @@ def _source_select(
     path = _q(str(src.path))
     o, t = _ident(src.openid_col), _ident(src.time_col)
     if src.fmt == "csv":
-        rel = f"read_csv({path}, header = true, all_varchar = true)"
-        cols = _columns(conn, rel)
+        header = _csv_header(src)
+        cols = {c: "VARCHAR" for c in header}
         for col, opt in ((src.openid_col, "--openid-col"), (src.time_col, "--time-col")):
             if col not in cols:
                 raise _missing(src, cols, col, opt)
-        line = "row_number() OVER () + 1" if numbered else "NULL"
+        spec = ", ".join(f"{_q(c)}: 'VARCHAR'" for c in header)
+        # the dialect is stated, not sniffed: a ragged row is an error, never a new header
+        rel = (
+            f"read_csv({path}, header = true, auto_detect = false, delim = "
+            f"{_q(_csv_delim(src.path))}, quote = '\"', escape = '\"', strict_mode = true, "
+            f"columns = {{{spec}}})"
+        )
+        line = "row_number() OVER ()" if numbered else "NULL"  # record number, see _locate
         return (
             f"SELECT {line} AS line, {o} AS openid, {epoch_from_text(t, naive_tz)} AS epoch, "
             f"{t} AS raw FROM {rel}",
@@ -180,7 +190,7 @@ def _source_select(
             f"WHEN 'BIGINT' THEN TRY_CAST({raw} AS DOUBLE) "
             f"WHEN 'UBIGINT' THEN TRY_CAST({raw} AS DOUBLE) "
             f"WHEN 'DOUBLE' THEN TRY_CAST({raw} AS DOUBLE) END AS epoch, "
-            f"coalesce(json_extract(json, {pt})::VARCHAR, '(missing)') AS raw FROM {rel}",
+            f"coalesce({raw}, '(missing)') AS raw FROM {rel}",
             "line",
         )
     # parquet: the time column's own type decides how to read it
@@ -229,9 +239,91 @@ def _explain(openid: Any, epoch: Any, raw: Any, src: Source) -> tuple[str, str]:
 
 
 def _duck_error(src: Source, e: duckdb.Error) -> InputError:
-    msg = str(e).strip().splitlines()[0]
+    """A file DuckDB could not read: find the physical line in Python (failure path only)."""
+    found = _scan(src, None)
+    if found is not None and found[1] is not None:
+        return InputError(str(src.path), found[0], None, found[1])
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    msg = "; ".join(x for x in lines[:4] if not x.startswith(("Original Line", "Possible fixes")))
     m = re.search(r"[Ll]ine:? (\d+)", str(e))
     return InputError(str(src.path), int(m.group(1)) if m else None, None, msg)
+
+
+# --- physical lines (failure path only) ---------------------------------------------------
+def _open_text(path: Path) -> IO[str]:
+    if path.name.lower().endswith((".gz", ".gzip")):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
+    return path.open("r", encoding="utf-8", errors="replace", newline="")
+
+
+def _csv_delim(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz").removesuffix(".gzip")
+    return "\t" if name.endswith(".tsv") else ","
+
+
+def _csv_header(src: Source) -> list[str]:
+    try:
+        with _open_text(src.path) as f:
+            header = next(csv.reader(f, delimiter=_csv_delim(src.path)), None)
+    except (OSError, csv.Error, EOFError) as e:
+        raise InputError(str(src.path), 1, None, f"unreadable CSV header: {e}") from None
+    if not header:
+        raise InputError(str(src.path), 1, None, "empty: expected a header line such as openid,ts")
+    return [h.lstrip("\ufeff") if i == 0 else h for i, h in enumerate(header)]
+
+
+def _scan(src: Source, record: int | None) -> tuple[int, str | None] | None:
+    """(first physical line of data record ``record`` (1-based; blank lines are not records),
+    None) or, scanning from the top, (line, problem) of the first malformed record."""
+    try:
+        with _open_text(src.path) as f:
+            if src.fmt == "csv":
+                return _scan_csv(src, f, record)
+            if src.fmt == "jsonl":
+                return _scan_jsonl(f, record)
+    except (OSError, EOFError, UnicodeError):
+        return None
+    return None
+
+
+def _scan_csv(src: Source, f: IO[str], record: int | None) -> tuple[int, str | None] | None:
+    reader = csv.reader(f, delimiter=_csv_delim(src.path), strict=True)
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error):
+        return None
+    n, prev = 0, reader.line_num
+    try:
+        for rec in reader:
+            start, prev = prev + 1, reader.line_num
+            if not rec:
+                continue
+            n += 1
+            if len(rec) != len(header):
+                names = ",".join(header)
+                return start, f"expected {len(header)} fields ({names}), found {len(rec)}"
+            if n == record:
+                return start, None
+    except csv.Error as e:
+        return prev + 1, f"malformed CSV: {e}"
+    return None
+
+
+def _scan_jsonl(f: IO[str], record: int | None) -> tuple[int, str | None] | None:
+    n = 0
+    for lineno, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        n += 1
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            return lineno, f"not valid JSON ({e.args[0] if e.args else e})"
+        if not isinstance(obj, dict):
+            return lineno, "expected one JSON object per line"
+        if n == record:
+            return lineno, None
+    return None
 
 
 # --- staging ------------------------------------------------------------------------------
@@ -303,8 +395,14 @@ def _raise_first_bad(conn: duckdb.DuckDBPyConnection, src: Source, naive_tz: str
     if not rows:  # counted bad, yet no line found: never expected
         raise InputError(str(src.path), None, None, "a row is invalid (could not locate it)")
     row = rows[0]
+    line = int(row[0])
+    if src.fmt in ("csv", "jsonl"):  # record number -> physical line (blank/multi-line rows)
+        found = _scan(src, line)
+        if found is not None and found[1] is not None:
+            raise InputError(str(src.path), found[0], None, found[1])
+        line = found[0] if found is not None else line
     field, problem = _explain(row[1], row[2], row[3], src)
-    raise InputError(str(src.path), int(row[0]), field, problem)
+    raise InputError(str(src.path), line, field, problem)
 
 
 def _finish_staging(conn: duckdb.DuckDBPyConnection, app_tz: str) -> str:
