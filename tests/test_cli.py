@@ -115,3 +115,26 @@ def test_help_names_the_spec_commands() -> None:
     for name in ("app", "ingest", "retain", "serve", "demo", "spark-rollup", "backup", "restore"):
         assert f"  {name} " in r.stdout or f"  {name}\n" in r.stdout, name
     assert "WXCUBE_DB" in r.stdout and "WXCUBE_AS_OF" in r.stdout
+
+
+def test_app_list_creates_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "none.duckdb"
+    r = run(db, "app", "list")
+    assert r.exit_code == 0 and "no apps yet" in r.stdout
+    assert not db.exists()
+
+
+def test_demo_refreshes_a_stale_demo_app_in_place(db_path: Path) -> None:
+    from wxcube.cli.serve import build_demo
+
+    a1, s1, _ = build_demo(str(db_path), "20240331")
+    a2, s2, _ = build_demo(str(db_path), "20240331")  # same day: reused, new secret shown
+    a3, _, _ = build_demo(str(db_path), "20240415")  # later: regenerated in place
+    assert a1 == a2 == a3 and s1 != s2
+    with Store(db_path) as s:
+        assert [a.appid for a in s.apps()] == [a1]
+        info = s.app_info(a1)
+        assert info["last_day"] is not None
+        from wxcube.periods import fmt
+
+        assert fmt(info["last_day"]) == "20240415"

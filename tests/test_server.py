@@ -330,7 +330,7 @@ def test_datacube_request_errors(world: World) -> None:
 def test_unknown_paths_get_json(world: World) -> None:
     for path in ("/", "/cgi-bin/unknown", "/datacube/getweanalysisappiddailyvisittrend", "/x.html"):
         r = world.api.get(path)
-        assert_error(r, 40066, status=404)
+        assert_error(r, 40066, status=200)
         assert r.headers["content-type"].startswith("application/json")
 
 
@@ -481,7 +481,8 @@ def test_dashboard_static_files(tmp_path: Path) -> None:
             "/dashboard/img",
         ):
             r = w.api.get(path)
-            assert r.status_code == 404, path
+            # 404 under /dashboard/; a path the client normalised out of it is an API 40066
+            assert r.status_code == (404 if r.url.path.startswith("/dashboard/") else 200), path
             assert "outside" not in r.text
             assert r.json()["errcode"] == 40066
     finally:

@@ -34,7 +34,7 @@ def test_serve_answers_and_stops_gracefully(tmp_path: Path) -> None:
         got = query(sp.url, token)
         assert got["ref_date"] == "20240301" and "errcode" not in got
         r = httpx.get(f"{sp.url}/nowhere")
-        assert r.status_code == 404 and r.json()["errcode"] == 40066
+        assert r.status_code == 200 and r.json()["errcode"] == 40066
         bad = httpx.post(f"{sp.url}{DAY.path}", params={"access_token": token}, content=b"")
         rid = bad.json()["errmsg"].rsplit("rid: ", 1)[1]
         assert bad.headers["x-request-id"] == rid

@@ -364,7 +364,10 @@ class WxcubeApp:
 
     def _error(self, e: APIError, req: Request) -> Response:
         """The error body; the error is logged with its rid in the access log (and -1 here)."""
-        status = 404 if isinstance(e, InvalidUrl) else 200
+        # SPEC §2: every API error is HTTP 200, unknown API paths (40066) too; a missing
+        # dashboard asset is a plain web 404, which is what browsers expect
+        static = str(req.scope.get("path", "")).startswith("/dashboard/")
+        status = 404 if static and isinstance(e, InvalidUrl) else 200
         if e.errcode == -1:
             log.error("rid: %s system error", req.rid)
         return Response(

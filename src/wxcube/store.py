@@ -300,6 +300,13 @@ class Store:
         return secret
 
     # --- data --------------------------------------------------------------------------
+    def clear_data(self, appid: str) -> None:
+        """Forget an app's users and visits (the demo regenerates its year this way)."""
+        with self.write() as c:
+            c.execute("DELETE FROM activity WHERE app = ?", [appid])
+            c.execute("DELETE FROM users WHERE app = ?", [appid])
+            c.execute("UPDATE apps SET next_uid = 0 WHERE appid = ?", [appid])
+
     def app_info(self, appid: str) -> dict[str, Any]:
         r = (
             self.read()

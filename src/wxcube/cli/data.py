@@ -110,8 +110,10 @@ def app_list(ctx: click.Context, as_json: bool, url: str | None) -> None:
     if url:
         with remote(url) as r:
             rows = r.list_apps(admin_key(ctx))
+    elif not Path(settings(ctx).db).exists():
+        rows = []  # listing creates nothing
     else:
-        with open_store(ctx) as store:
+        with open_store(ctx, read_only=True) as store:
             rows = []
             for a in store.apps():
                 info = store.app_info(a.appid)

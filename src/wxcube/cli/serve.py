@@ -28,12 +28,16 @@ def build_demo(db: str, as_of: str | None) -> tuple[str, str, str]:
 
     end = from_daynum(as_of_day(as_of, DEFAULT_TZ))
     with Store(db) as store:
-        for a in store.apps():
-            if a.name == DEMO_NAME:
-                info = store.app_info(a.appid)
-                if info["last_day"] is not None and from_daynum(info["last_day"]) >= end:
-                    return a.appid, store.rotate_secret(a.appid), a.timezone
-        app, secret = store.create_app(DEMO_NAME, DEFAULT_TZ)
+        demo_app = next((a for a in store.apps() if a.name == DEMO_NAME), None)
+        if demo_app is not None:
+            info = store.app_info(demo_app.appid)
+            secret = store.rotate_secret(demo_app.appid)  # shown once: a new one to print
+            if info["last_day"] is not None and from_daynum(info["last_day"]) >= end:
+                return demo_app.appid, secret, demo_app.timezone
+            store.clear_data(demo_app.appid)  # a stale demo year: regenerate it in place
+            app = demo_app
+        else:
+            app, secret = store.create_app(DEMO_NAME, DEFAULT_TZ)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "demo-visits.parquet"
             pq.write_table(generate(end, timezone=app.timezone), path)
@@ -108,16 +112,19 @@ def _last_complete(kind: Kind, as_of: int) -> int:
 
 
 @click.command("demo")
-@click.option("--port", default=8000, show_default=True, help="Port to serve on.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on.")
+@click.option("--port", type=int, default=None, help="Port [default 8000; env WXCUBE_PORT].")
+@click.option(
+    "--host", default=None, help="Address to listen on [default 127.0.0.1; env WXCUBE_HOST]."
+)
 @click.pass_context
 @handle_errors
-def demo(ctx: click.Context, port: int, host: str) -> None:
+def demo(ctx: click.Context, port: int | None, host: str | None) -> None:
     """Create a demo app with a realistic year of visits ending yesterday, then serve it."""
     from ..periods import DAY, MONTH, WEEK, fmt, from_daynum
     from ..settings import as_of_day
 
-    s = settings(ctx).replace(host=host, port=port)
+    s = settings(ctx).replace(**{k: v for k, v in (("host", host), ("port", port)) if v})
+    host, port = s.host, s.port
     click.echo(f"building the demo app in {s.db} (a year of visits) ...", err=True)
     appid, secret, tz = build_demo(s.db, s.as_of)
     as_of = as_of_day(s.as_of, tz)
