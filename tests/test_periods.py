@@ -96,3 +96,11 @@ def test_kind_names() -> None:
 
 def test_dates_objects_are_accepted() -> None:
     assert parse_date(dt.date(2024, 3, 1)) == parse_date("20240301")
+
+
+def test_count_equals_len_of_starts() -> None:
+    for k in (DAY, WEEK, MONTH):
+        for b in ("20231225", "20240101", "20240226"):
+            for e in ("20231224", "20240101", "20240229", "20240310", "20250105"):
+                begin, end = k.start_of(parse_date(b)), parse_date(e)
+                assert k.count(begin, end) == len(k.starts(begin, end)), (k.name, b, e)

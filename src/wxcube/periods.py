@@ -114,6 +114,18 @@ class Kind:
             p = self.shift(p, 1)
         return out
 
+    def count(self, begin: int, end: int) -> int:
+        """len(self.starts(begin, end)), without building the list (ranges can be huge)."""
+        first, last = self.start_of(begin), self.start_of(end)
+        if last < first:
+            return 0
+        if self.name == "day":
+            return last - first + 1
+        if self.name == "week":
+            return (last - first) // 7 + 1
+        a, b = from_daynum(first), from_daynum(last)
+        return (b.year - a.year) * 12 + b.month - a.month + 1
+
     @property
     def describe(self) -> str:
         return {

@@ -610,7 +610,7 @@ class WxcubeApp:
         done = [s for s in starts if kind.end(s) <= as_of]
         if not done:
             kind.check_elapsed(kind.start_of(begin), as_of)
-        left_out = len(kind.starts(begin, end)) - len(done)
+        left_out = kind.count(begin, end) - len(done)
         self.require_ready()
         idx = self.index.app(app.appid)
         with self.index.batch_lock:
