@@ -36,15 +36,14 @@ def bitmap_retain(
 ) -> Retain:
     kind.check_elapsed(start, as_of)
     present = kind.present_keys(start, as_of, tuple(keys) if keys else None)
-    with idx.locked():  # one state: never half of a batch being applied
-        new0 = idx.period(kind, start, "new")
-        act0 = idx.period(kind, start, "active")
-        uv_new, uv = [], []
-        for k in present:
-            later = idx.period(kind, kind.shift(start, k), "active")
-            uv_new.append((k, new0.intersection_cardinality(later)))
-            uv.append((k, act0.intersection_cardinality(later)))
-    return Retain(kind.ref_date(start), tuple(uv_new), tuple(uv))
+    # |new0 ∩ P+k| and |active0 ∩ P+k| per key, computed from cached period unions under the
+    # index lock (one state, never half a batch) and cached until an ingest touches P or P+k
+    got = idx.counts(kind, start, present)
+    return Retain(
+        kind.ref_date(start),
+        tuple((k, n) for k, (n, _) in zip(present, got, strict=True)),
+        tuple((k, a) for k, (_, a) in zip(present, got, strict=True)),
+    )
 
 
 _SQL = """

@@ -13,6 +13,7 @@ Every API error is HTTP 200 with ``APIError.body(rid)``; nothing else builds err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hmac
 import logging
@@ -268,6 +269,18 @@ class WxcubeApp:
                 log.exception("index load failed")
             return
         log.info("index ready: %d app(s) in %.2f s", len(self.index.apps), time.perf_counter() - t0)
+        # warm the users mirror of every app on the writer thread, so the first HTTP batch
+        # does not pay for it (~0.4 s on 2M users)
+        for appid in list(self.index.apps):
+            with contextlib.suppress(RuntimeError):  # the writer is shut down
+                self.writer.submit(self._warm_mirror, appid)
+
+    def _warm_mirror(self, appid: str) -> None:
+        if not self._closed:
+            try:
+                self.store.mirror_users(appid)
+            except Exception:  # an optimisation only: the write path builds it when needed
+                log.exception("users mirror for %s", appid)
 
     def start_loading(self) -> None:
         """Load the index in the background (``create_app`` does, unless told not to)."""
