@@ -313,5 +313,6 @@ def run(
         out["cold_start_error"] = repr(e)
     finally:
         srv.stop()
-    out["log_tail"] = logf.read_text(errors="replace")[-2000:]
+    if "cold_start_error" in out:  # the server's own words, only when something went wrong
+        out["log_tail"] = logf.read_text(errors="replace")[-2000:]
     return out
