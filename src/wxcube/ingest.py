@@ -143,27 +143,28 @@ def _columns(conn: duckdb.DuckDBPyConnection, relation_sql: str) -> dict[str, st
     return {r[0]: str(r[1]) for r in rows}
 
 
-def _missing(src: Source, cols: Mapping[str, str], col: str, opt: str) -> InputError:
-    return InputError(
-        str(src.path),
-        None,
-        col,
-        f"no such column (columns: {', '.join(cols)}); choose one with {opt}",
-    )
+def _require_columns(src: Source, cols: Mapping[str, str]) -> None:
+    for col, opt in ((src.openid_col, "--openid-col"), (src.time_col, "--time-col")):
+        if col not in cols:
+            raise InputError(
+                str(src.path),
+                None,
+                col,
+                f"no such column (columns: {', '.join(cols)}); choose one with {opt}",
+            )
 
 
 def _source_select(
     conn: duckdb.DuckDBPyConnection, src: Source, naive_tz: str, *, numbered: bool
-) -> tuple[str, str]:
-    """(SQL selecting ``line, openid, epoch, raw`` from the source, what a line is called)."""
+) -> str:
+    """SQL selecting ``line, openid, epoch, raw`` from the source (``line``: the record
+    number for text formats, mapped to a physical line by ``_scan``; the row for Parquet)."""
     path = _q(str(src.path))
     o, t = _ident(src.openid_col), _ident(src.time_col)
     if src.fmt == "csv":
         header = _csv_header(src)
         cols = {c: "VARCHAR" for c in header}
-        for col, opt in ((src.openid_col, "--openid-col"), (src.time_col, "--time-col")):
-            if col not in cols:
-                raise _missing(src, cols, col, opt)
+        _require_columns(src, cols)
         spec = ", ".join(f"{_q(c)}: 'VARCHAR'" for c in header)
         # the dialect is stated, not sniffed: a ragged row is an error, never a new header
         rel = (
@@ -171,11 +172,10 @@ def _source_select(
             f"{_q(_csv_delim(src.path))}, quote = '\"', escape = '\"', strict_mode = true, "
             f"columns = {{{spec}}})"
         )
-        line = "row_number() OVER ()" if numbered else "NULL"  # record number, see _locate
+        line = "row_number() OVER ()" if numbered else "NULL"
         return (
             f"SELECT {line} AS line, {o} AS openid, {epoch_from_text(t, naive_tz)} AS epoch, "
-            f"{t} AS raw FROM {rel}",
-            "line",
+            f"{t} AS raw FROM {rel}"
         )
     if src.fmt == "jsonl":
         rel = f"read_ndjson_objects({path})"
@@ -190,15 +190,12 @@ def _source_select(
             f"WHEN 'BIGINT' THEN TRY_CAST({raw} AS DOUBLE) "
             f"WHEN 'UBIGINT' THEN TRY_CAST({raw} AS DOUBLE) "
             f"WHEN 'DOUBLE' THEN TRY_CAST({raw} AS DOUBLE) END AS epoch, "
-            f"coalesce({raw}, '(missing)') AS raw FROM {rel}",
-            "line",
+            f"coalesce({raw}, '(missing)') AS raw FROM {rel}"
         )
     # parquet: the time column's own type decides how to read it
     rel = f"read_parquet({path}, file_row_number = true)"
     cols = _columns(conn, rel)
-    for col, opt in ((src.openid_col, "--openid-col"), (src.time_col, "--time-col")):
-        if col not in cols:
-            raise _missing(src, cols, col, opt)
+    _require_columns(src, cols)
     tt = cols[src.time_col].upper()
     if "WITH TIME ZONE" in tt:
         epoch = f"epoch({t})"
@@ -212,8 +209,7 @@ def _source_select(
         raise InputError(str(src.path), None, src.time_col, f"unsupported column type {tt}")
     return (
         f"SELECT file_row_number + 1 AS line, {o}::VARCHAR AS openid, {epoch} AS epoch, "
-        f"{t}::VARCHAR AS raw FROM {rel}",
-        "row",
+        f"{t}::VARCHAR AS raw FROM {rel}"
     )
 
 
@@ -368,7 +364,7 @@ def stage_files(
         if not src.path.exists():
             raise InputError(str(src.path), None, None, "no such file")
         try:
-            select, _ = _source_select(conn, src, naive_tz, numbered=False)
+            select = _source_select(conn, src, naive_tz, numbered=False)
             _run(
                 conn,
                 f"INSERT INTO _parsed SELECT openid, epoch FROM ({select})",
@@ -386,7 +382,7 @@ def stage_files(
 def _raise_first_bad(conn: duckdb.DuckDBPyConnection, src: Source, naive_tz: str) -> None:
     """The slow path, only on failure: number the lines to name the first bad one."""
     try:
-        select, _ = _source_select(conn, src, naive_tz, numbered=True)
+        select = _source_select(conn, src, naive_tz, numbered=True)
         rows = conn.execute(
             f"SELECT line, openid, epoch, raw FROM ({select}) WHERE {_BAD} ORDER BY line LIMIT 1"
         ).fetchall()

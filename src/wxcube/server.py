@@ -57,7 +57,7 @@ from .periods import DAY, KINDS, MONTH, WEEK, Kind, fmt, parse_date, parse_perio
 from .quotas import Quotas, parse_overrides
 from .retention import bitmap_retain
 from .settings import Settings, as_of_day
-from .store import App, ApplyResult, Delta, Store
+from .store import App, ApplyResult, Store
 from .tokens import TokenBook
 
 T = TypeVar("T")
@@ -113,20 +113,6 @@ class AccessLog:
         if self.lines:
             lines, self.lines = self.lines, []
             access_log.info("\n".join(lines))
-
-
-class ServerIndex(Index):
-    """The index with whole-batch visibility: ``apply`` (on the writer thread) and the
-    server's readers (on the event loop) take ``batch_lock``, so no answer ever mixes a
-    batch's active users with the new users it has not applied yet."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.batch_lock = threading.Lock()
-
-    def apply(self, delta: Delta) -> None:
-        with self.batch_lock:
-            super().apply(delta)
 
 
 class ClientGone(Exception):
@@ -213,7 +199,7 @@ class WxcubeApp:
         self.started = time.time()
         _setup_logging()
         self.store = Store(settings.db)
-        self.index = ServerIndex()
+        self.index = Index()
         self.metrics = Metrics()
         self.access = AccessLog()
         self.quotas = Quotas(
@@ -560,8 +546,7 @@ class WxcubeApp:
             start = parse_period(kind, data.get("begin_date"), data.get("end_date"))
             kind.check_elapsed(start, as_of)
             self.require_ready()
-            with self.index.batch_lock:
-                result = bitmap_retain(self.index.app(app.appid), kind, start, as_of)
+            result = bitmap_retain(self.index.app(app.appid), kind, start, as_of)
             body = orjson.dumps(result.as_dict())
             if key:
                 if len(self._answers) >= MAX_ANSWERS:
@@ -626,7 +611,7 @@ class WxcubeApp:
         left_out = kind.count(begin, end) - len(done)
         self.require_ready()
         idx = self.index.app(app.appid)
-        with self.index.batch_lock:
+        with idx.locked():  # every period of the range from one state
             results = [bitmap_retain(idx, kind, s, as_of, keys) for s in done]
         items = [r.as_dict() for r in results]
         return ext_ok(as_of=fmt(as_of), left_out=left_out, items=items)
@@ -636,7 +621,7 @@ class WxcubeApp:
         self.quotas.hit(app.appid, "info", app.timezone)
         self.require_ready()
         idx = self.index.app(app.appid)
-        with self.index.batch_lock:
+        with idx.locked():
             span, users = idx.day_range(), idx.users()
         return ext_ok(
             appid=app.appid,

@@ -306,6 +306,7 @@ class Store:
             c.execute("DELETE FROM activity WHERE app = ?", [appid])
             c.execute("DELETE FROM users WHERE app = ?", [appid])
             c.execute("UPDATE apps SET next_uid = 0 WHERE appid = ?", [appid])
+        self._mirrored.discard(appid)  # the users mirror is rebuilt from the table next time
 
     def app_info(self, appid: str) -> dict[str, Any]:
         r = (

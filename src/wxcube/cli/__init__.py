@@ -41,6 +41,36 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def visit_input_options(naive_default: str) -> Callable[[F], F]:
+    """The options that describe raw visit files, shared by `ingest` and `spark-rollup`
+    (they must read the same files the same way)."""
+    options = [
+        click.option(
+            "--format",
+            "fmt_",
+            type=click.Choice(["csv", "jsonl", "parquet"]),
+            help="Input format (default: from each input's extension; .gz allowed).",
+        ),
+        click.option(
+            "--openid-col", default="openid", show_default=True, help="Column with the openid."
+        ),
+        click.option(
+            "--time-col", default="ts", show_default=True, help="Column with the visit time."
+        ),
+        click.option(
+            "--naive-tz",
+            help=f"Timezone of timestamps without an offset (default: {naive_default}).",
+        ),
+    ]
+
+    def decorate(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--db", envvar="WXCUBE_DB", default="./wxcube.duckdb", show_default=True, help=_HELP["db"]

@@ -13,7 +13,7 @@ import click
 import orjson
 
 from ..periods import ADVERBS, fmt, parse_date
-from . import handle_errors, settings
+from . import handle_errors, settings, visit_input_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -162,15 +162,7 @@ def app_rotate(ctx: click.Context, appid: str, url: str | None) -> None:
 @click.command("ingest")
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--app", "appid", required=True, help="APPID the visits belong to.")
-@click.option(
-    "--format",
-    "fmt_",
-    type=click.Choice(["csv", "jsonl", "parquet"]),
-    help="Input format (default: from each file's extension; .gz allowed).",
-)
-@click.option("--openid-col", default="openid", show_default=True, help="Column with the openid.")
-@click.option("--time-col", default="ts", show_default=True, help="Column with the visit time.")
-@click.option("--naive-tz", help="Timezone of timestamps without an offset (default: the app's).")
+@visit_input_options("the app's")
 @click.option(
     "--rollup",
     type=click.Path(path_type=Path),
@@ -212,30 +204,28 @@ def ingest(
 
     if bool(files) == bool(rollup):
         raise click.UsageError("give visit FILES, or --rollup DIR (not both)")
+    if url and rollup:
+        raise click.UsageError("--rollup loads into a local database; stop the server first")
+    sources = [Source(f, fmt_ or guess_format(f), openid_col, time_col) for f in files]
+    read = f"read {{:,}} visits from {len(files)} file(s)"
     if url:
-        if rollup:
-            raise click.UsageError("--rollup loads into a local database; stop the server first")
-        sources = [Source(f, fmt_ or guess_format(f), openid_col, time_col) for f in files]
         with remote(url) as r, _progress(quiet) as progress:
             token = app_token(r, appid, secret)
-            t = r.ingest(token, sources, naive_tz=naive_tz, batch=batch_size, progress=progress)
-        click.echo(
-            f"read {t.visits:,} visits from {len(files)} file(s), sent to {url} in "
-            f"{t.batches} batch(es): {t.visits:,} accepted, {t.pairs_added:,} new (user, day) "
-            f"pairs, {t.duplicates:,} duplicate, {t.new_users:,} new users, 0 rejected"
-        )
-        return
-    with open_store(ctx) as store, _progress(quiet) as progress:
-        if rollup:
-            result = ingest_rollup(store, appid, rollup, progress=progress)
-            read = f"read {result.visits:,} (openid, day) rows from roll-up {rollup}"
-        else:
-            sources = [Source(f, fmt_ or guess_format(f), openid_col, time_col) for f in files]
-            result = ingest_files(store, appid, sources, naive_tz=naive_tz, progress=progress)
-            read = f"read {result.visits:,} visits from {len(files)} file(s)"
+            result = r.ingest(
+                token, sources, naive_tz=naive_tz, batch=batch_size, progress=progress
+            )
+        read += f", sent to {url} in {result.batches} batch(es)"
+    else:
+        with open_store(ctx) as store, _progress(quiet) as progress:
+            if rollup:
+                result = ingest_rollup(store, appid, rollup, progress=progress)
+                read = f"read {{:,}} (openid, day) rows from roll-up {rollup}"
+            else:
+                result = ingest_files(store, appid, sources, naive_tz=naive_tz, progress=progress)
     click.echo(
-        f"{read}: {result.visits:,} accepted, {result.pairs_added:,} new (user, day) pairs, "
-        f"{result.duplicates:,} duplicate, {result.new_users:,} new users, 0 rejected"
+        f"{read.format(result.visits)}: {result.visits:,} accepted, {result.pairs_added:,} new "
+        f"(user, day) pairs, {result.duplicates:,} duplicate, {result.new_users:,} new users, "
+        "0 rejected"
     )
 
 

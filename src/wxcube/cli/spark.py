@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from . import fail
+from . import fail, visit_input_options
 
 
 @click.command("spark-rollup")
@@ -17,15 +17,7 @@ from . import fail
     help="Visit logs: files, directories or globs, local or any storage Spark reads "
     "(s3a://, gs://, abfss://, hdfs://). Repeat, or list more PATHs after the options.",
 )
-@click.option(
-    "--format",
-    "fmt_",
-    type=click.Choice(["csv", "jsonl", "parquet"]),
-    help="Input format (default: from each PATH's extension; .gz allowed).",
-)
-@click.option("--openid-col", default="openid", show_default=True, help="Column with the openid.")
-@click.option("--time-col", default="ts", show_default=True, help="Column with the visit time.")
-@click.option("--naive-tz", help="Timezone of timestamps without an offset (default: --timezone).")
+@visit_input_options("--timezone")
 @click.option("--app", "appid", required=True, help="APPID the roll-up is for.")
 @click.option(
     "--timezone",
